@@ -1,0 +1,34 @@
+"""``python -m catalog --config config.toml``: run the catalog node."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import zmq
+
+from common import config as configuration
+from common import logs
+from common.node import run_main, stop_on_signals
+
+from .server import CatalogServer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m catalog", description="Run the Bazaar catalog node.")
+    configuration.add_arguments(parser)
+    parser.add_argument("--endpoint", help="override catalog.endpoint (and its bind address)")
+    args = parser.parse_args()
+    extra = [f'catalog.endpoint="{args.endpoint}"', f'catalog.bind="{args.endpoint}"'] if args.endpoint else []
+    config = configuration.from_args(args, extra)
+    logs.configure("catalog", config.log_level)
+    stop = stop_on_signals()
+    ctx = zmq.Context()
+    try:
+        CatalogServer(config, ctx, stop, time.monotonic()).run()
+    finally:
+        ctx.term()
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,110 @@
+"""The bus: PUB and SUB sockets that meet at the broker.
+
+Publishers connect a PUB to the broker's XSUB endpoint; subscribers connect a
+SUB to its XPUB endpoint. Both reconnect by themselves when the broker
+restarts; what was published meanwhile is lost, which is why state (the
+leader, the catalog's sequence number) is repeated in heartbeats rather than
+said once (the ZeroMQ guide's Clone pattern).
+
+Each wrapper owns one socket and must stay in the thread that made it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import zmq
+
+from . import codec, sockets
+from .errors import RemoteProtocolError
+from .logs import get_logger
+from .protocol import Heartbeat, Message, NodeEvent, Topic
+
+log = get_logger(__name__)
+
+
+class Publisher:
+    """A node's voice on the bus.
+
+    :param node: the node's name, put in heartbeats and events.
+    :param interval_ms: the heartbeat interval, announced in each heartbeat.
+    """
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, node: str, interval_ms: int) -> None:
+        self.node = node
+        self.incarnation = uuid.uuid4().hex[:12]
+        self.interval_ms = interval_ms
+        self.sock = sockets.make_socket(ctx, zmq.PUB)
+        self.sock.connect(endpoint)
+        self._beat = 0
+        self.dropped = 0
+
+    def publish(self, topic: Topic, msg: Message) -> bool:
+        """Publish without blocking; a message over the high-water mark is dropped.
+
+        :returns: False if it was dropped.
+        """
+        try:
+            self.sock.send_multipart(codec.encode_pub(topic, msg), zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            self.dropped += 1
+            return False
+
+    def heartbeat(self, status: dict | None = None) -> None:
+        """Publish the next heartbeat, with the node's current figures."""
+        self._beat += 1
+        self.publish(Topic.HEARTBEAT, Heartbeat(
+            node=self.node, incarnation=self.incarnation, seq=self._beat,
+            interval_ms=self.interval_ms, status=status or {},
+        ))
+
+    def event(self, kind: str, **detail) -> None:
+        """Publish a :class:`NodeEvent` for the monitor (and log it)."""
+        log.info(f"event {kind}", **detail)
+        self.publish(Topic.EVENT, NodeEvent(node=self.node, kind=kind, detail=detail))
+
+    def close(self, linger_ms: int = 0) -> None:
+        """Close; ``linger_ms`` > 0 gives queued messages a moment to leave."""
+        if not self.sock.closed:
+            self.sock.close(linger=linger_ms)
+
+
+class Subscriber:
+    """Receives bus messages on the topics asked for.
+
+    :param topics: topics to subscribe to; empty means all.
+    """
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, topics: tuple[Topic, ...] = ()) -> None:
+        self.sock = sockets.make_socket(ctx, zmq.SUB)
+        for topic in topics or (b"",):
+            self.sock.setsockopt(zmq.SUBSCRIBE, getattr(topic, "value", topic))
+        self.sock.connect(endpoint)
+        self.malformed = 0
+
+    def recv(self, timeout_ms: int) -> tuple[Topic, Message] | None:
+        """Wait up to ``timeout_ms`` for one valid message.
+
+        :returns: ``(topic, message)``, or None on timeout or a malformed
+            message (which is counted and dropped).
+        """
+        if not self.sock.poll(timeout_ms):
+            return None
+        return self.recv_ready()
+
+    def recv_ready(self) -> tuple[Topic, Message] | None:
+        """Read one message the caller knows is waiting (after a poll)."""
+        try:
+            frames = self.sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        try:
+            return codec.decode_pub(frames)
+        except RemoteProtocolError as exc:
+            self.malformed += 1
+            log.warning("dropped malformed bus message", error=str(exc))
+            return None
+
+    def close(self) -> None:
+        sockets.close(self.sock)

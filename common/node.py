@@ -1,0 +1,124 @@
+"""What every backend node's process needs around its logic: a poll loop over
+its sockets, socket-monitor events, signal handling and a clean exit.
+
+The loop is single-threaded and owns every socket registered with it, which
+is how the catalog, the order replicas and the broker keep ZeroMQ's rule of
+one socket per thread. Handlers must not block; the loop wakes at least every
+``MAX_WAIT_S`` so that a stop request is seen promptly.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import zmq
+
+from . import sockets
+from .errors import ConfigError
+from .logs import get_logger
+
+log = get_logger(__name__)
+
+MAX_WAIT_S = 0.1
+# Messages a handler reads from one socket before the loop looks at the others.
+DRAIN_LIMIT = 256
+
+
+class Loop:
+    """Polls sockets and calls their handlers; calls ``tick`` between polls.
+
+    :param stop: set it (from a signal handler or another thread) to end :meth:`run`.
+    """
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.poller = zmq.Poller()
+        self._handlers: dict[zmq.Socket, Callable[[], None]] = {}
+        self._monitors: dict[zmq.Socket, zmq.Socket] = {}
+
+    def add(self, sock: zmq.Socket, handler: Callable[[], None]) -> None:
+        """Call ``handler()`` whenever ``sock`` is readable."""
+        self._handlers[sock] = handler
+        self.poller.register(sock, zmq.POLLIN)
+
+    def remove(self, sock: zmq.Socket) -> None:
+        if self._handlers.pop(sock, None) is not None:
+            self.poller.unregister(sock)
+        monitor = self._monitors.pop(sock, None)
+        if monitor is not None:
+            self.remove(monitor)
+            try:
+                sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            sockets.close(monitor)
+
+    def watch(self, sock: zmq.Socket, label: str, on_event: Callable[[str, str, str], None]) -> None:
+        """Attach the socket monitor to ``sock``; ``on_event(label, event,
+        endpoint)`` is called for each connect, disconnect, retry or failed
+        handshake."""
+        monitor = sockets.watch(sock)
+        self._monitors[sock] = monitor
+
+        def read() -> None:
+            for _ in range(DRAIN_LIMIT):
+                if not monitor.get(zmq.EVENTS) & zmq.POLLIN:
+                    return
+                event, endpoint = sockets.read_event(monitor)
+                on_event(label, event, endpoint)
+
+        self.add(monitor, read)
+
+    def close(self, sock: zmq.Socket) -> None:
+        """Stop polling ``sock`` (and its monitor) and close it."""
+        self.remove(sock)
+        sockets.close(sock)
+
+    def run(self, tick: Callable[[float], float]) -> None:
+        """Poll until stopped. ``tick(now)`` runs after every poll and returns
+        how many seconds may pass before it must run again."""
+        wait = 0.0
+        while not self.stop.is_set():
+            events = self.poller.poll(max(0.0, min(wait, MAX_WAIT_S)) * 1000)
+            for sock, _ in events:
+                handler = self._handlers.get(sock)
+                if handler is not None:
+                    handler()
+            wait = tick(time.monotonic())
+
+    def close_all(self) -> None:
+        for sock in list(self._handlers):
+            if sock in self._handlers and sock not in self._monitors.values():
+                self.close(sock)
+
+
+def readable(sock: zmq.Socket) -> bool:
+    """True when a message waits on ``sock`` (without blocking)."""
+    return bool(sock.get(zmq.EVENTS) & zmq.POLLIN)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (Ctrl-C), for a clean shutdown."""
+    stop = threading.Event()
+
+    def handler(signum, _frame) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a node's ``main``; a configuration error exits with status 2 and a
+    message that says what to fix, not a traceback."""
+    try:
+        main()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,109 @@
+"""Socket construction and the ZeroMQ socket monitor, in one place.
+
+Every socket a node opens comes from :func:`make_socket`, so every socket has
+its linger, high-water marks and size limit set when it is created (an unset
+linger makes ``Context.term`` hang; an unbounded queue lets a flood or a slow
+consumer eat memory). The limits, per socket type, are documented in
+``docs/PROTOCOL.md`` ("Resource bounds").
+
+:func:`watch` attaches ZeroMQ's socket monitor to a socket; :func:`read_event`
+turns what the monitor says into ``(event, endpoint)`` with a readable event
+name, the form nodes publish on the bus.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from .protocol import MAX_MESSAGE_BYTES
+
+# Queue limits, in messages. A PUB drops and a ROUTER/DEALER refuses beyond them.
+PUB_HWM = 10_000
+SUB_HWM = 10_000
+ROUTER_HWM = 10_000
+DEALER_HWM = 1_000
+REQ_HWM = 10
+
+EVENT_NAMES = {
+    zmq.EVENT_CONNECTED: "connected",
+    zmq.EVENT_CONNECT_RETRIED: "connect_retried",
+    zmq.EVENT_LISTENING: "listening",
+    zmq.EVENT_BIND_FAILED: "bind_failed",
+    zmq.EVENT_ACCEPTED: "accepted",
+    zmq.EVENT_ACCEPT_FAILED: "accept_failed",
+    zmq.EVENT_CLOSED: "closed",
+    zmq.EVENT_DISCONNECTED: "disconnected",
+    zmq.EVENT_MONITOR_STOPPED: "monitor_stopped",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake_failed",
+    zmq.EVENT_HANDSHAKE_SUCCEEDED: "handshake_succeeded",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake_failed_protocol",
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "handshake_failed_auth",
+}
+
+# What nodes report: connection life cycle, retries and failed handshakes.
+# (CONNECT_DELAYED fires on every attempt and says nothing new.)
+WATCHED_EVENTS = (
+    zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_ACCEPTED
+    | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_BIND_FAILED | zmq.EVENT_ACCEPT_FAILED
+)
+
+_HWM = {
+    zmq.PUB: (PUB_HWM, 0), zmq.XPUB: (PUB_HWM, PUB_HWM), zmq.SUB: (0, SUB_HWM),
+    zmq.XSUB: (SUB_HWM, SUB_HWM), zmq.ROUTER: (ROUTER_HWM, ROUTER_HWM),
+    zmq.DEALER: (DEALER_HWM, DEALER_HWM), zmq.REQ: (REQ_HWM, REQ_HWM),
+}
+
+
+def make_socket(ctx: zmq.Context, kind: int, *, immediate: bool = False, identity: str | None = None) -> zmq.Socket:
+    """A socket with linger 0, bounded queues and a maximum message size.
+
+    :param immediate: queue outgoing messages only on completed connections
+        (``ZMQ_IMMEDIATE``), so a send to a dead peer fails at once instead of
+        waiting in a queue for it to come back.
+    :param identity: routing id shown to ROUTER peers (for logs).
+    """
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sndhwm, rcvhwm = _HWM.get(kind, (1000, 1000))
+    if sndhwm:
+        sock.setsockopt(zmq.SNDHWM, sndhwm)
+    if rcvhwm:
+        sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    if kind in (zmq.ROUTER, zmq.DEALER, zmq.REQ, zmq.SUB, zmq.XSUB, zmq.XPUB):
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    if immediate:
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+    if identity is not None:
+        sock.setsockopt(zmq.ROUTING_ID, f"{identity}.{uuid.uuid4().hex[:8]}".encode())
+    return sock
+
+
+def watch(sock: zmq.Socket) -> zmq.Socket:
+    """Attach the socket monitor; poll the returned PAIR socket for events."""
+    monitor = sock.get_monitor_socket(WATCHED_EVENTS)
+    monitor.setsockopt(zmq.LINGER, 0)
+    return monitor
+
+
+def read_event(monitor: zmq.Socket) -> tuple[str, str]:
+    """Read one event from a monitor socket (call only when it is readable).
+
+    :returns: ``(event name, endpoint)``.
+    """
+    event = recv_monitor_message(monitor, zmq.NOBLOCK)
+    name = EVENT_NAMES.get(event["event"], f"event_{event['event']}")
+    endpoint = event.get("endpoint", b"")
+    if isinstance(endpoint, bytes):
+        endpoint = endpoint.decode(errors="replace")
+    return name, endpoint
+
+
+def close(sock: zmq.Socket | None) -> None:
+    """Close a socket without waiting for unsent messages."""
+    if sock is not None and not sock.closed:
+        sock.close(linger=0)

@@ -1,0 +1,123 @@
+"""The order log's storage interface, and an in-memory implementation.
+
+The replication state machines (:mod:`order.raft`, :mod:`order.desk`) read
+and write the log only through :class:`LogStore`. A write returns once it is
+durable, so the machines need no separate "persisted" callback. Production
+uses :class:`order.store.SqliteLog`; unit tests and the deterministic
+simulator use :class:`MemoryLog`, which "survives a crash" simply by being
+handed to the restarted replica.
+
+Indices start at 1; index 0 is the empty prefix, with term 0.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from common.protocol import LogEntry
+
+
+class LogStore(Protocol):
+    """What a replica needs from durable storage."""
+
+    def hard_state(self) -> tuple[int, int | None]:
+        """The current term and the candidate voted for in it."""
+
+    def save_hard_state(self, term: int, voted_for: int | None) -> None:
+        """Durably record the term and vote (before anyone is told)."""
+
+    def last_index(self) -> int: ...
+
+    def last_term(self) -> int: ...
+
+    def term_at(self, index: int) -> int | None:
+        """The term of entry ``index``, 0 for index 0, None past the end."""
+
+    def first_index_of_term(self, term: int) -> int:
+        """The lowest index holding ``term`` (for quick conflict back-off)."""
+
+    def entries(self, lo: int, hi: int) -> list[LogEntry]:
+        """Entries ``lo..hi`` inclusive (clamped to the log)."""
+
+    def append(self, entries: list[LogEntry], truncate_from: int | None = None) -> None:
+        """Durably drop entries from ``truncate_from`` on, then add ``entries``."""
+
+    def by_request(self, request_id: str) -> LogEntry | None:
+        """The trade entry carrying this request id, committed or not."""
+
+    def by_txn(self, txn: int) -> LogEntry | None:
+        """The trade entry with this transaction number, committed or not."""
+
+    def last_txn(self) -> int:
+        """The highest transaction number in the log, -1 if none."""
+
+    def max_seq(self) -> int:
+        """The highest catalog change number in the log, 0 if none."""
+
+
+class MemoryLog:
+    """A :class:`LogStore` held in memory (tests and simulation)."""
+
+    def __init__(self) -> None:
+        self.term = 0
+        self.voted_for: int | None = None
+        self.log: list[LogEntry] = []
+        self._rid: dict[str, LogEntry] = {}
+        self._txn: dict[int, LogEntry] = {}
+
+    def hard_state(self) -> tuple[int, int | None]:
+        return self.term, self.voted_for
+
+    def save_hard_state(self, term: int, voted_for: int | None) -> None:
+        self.term, self.voted_for = term, voted_for
+
+    def last_index(self) -> int:
+        return len(self.log)
+
+    def last_term(self) -> int:
+        return self.log[-1].term if self.log else 0
+
+    def term_at(self, index: int) -> int | None:
+        if index == 0:
+            return 0
+        if 0 < index <= len(self.log):
+            return self.log[index - 1].term
+        return None
+
+    def first_index_of_term(self, term: int) -> int:
+        for entry in self.log:
+            if entry.term == term:
+                return entry.index
+        return len(self.log) + 1
+
+    def entries(self, lo: int, hi: int) -> list[LogEntry]:
+        return self.log[max(lo, 1) - 1 : max(hi, 0)]
+
+    def append(self, entries: list[LogEntry], truncate_from: int | None = None) -> None:
+        if truncate_from is not None:
+            for entry in self.log[truncate_from - 1 :]:
+                if entry.trade is not None:
+                    self._rid.pop(entry.trade.request_id, None)
+                    self._txn.pop(entry.trade.txn, None)
+            del self.log[truncate_from - 1 :]
+        for entry in entries:
+            if entry.index != len(self.log) + 1:
+                raise ValueError(f"entry {entry.index} does not follow {len(self.log)}")
+            if entry.trade is not None:
+                if entry.trade.request_id in self._rid or entry.trade.txn in self._txn:
+                    raise ValueError(f"entry {entry.index} repeats a request id or transaction number")
+                self._rid[entry.trade.request_id] = entry
+                self._txn[entry.trade.txn] = entry
+            self.log.append(entry)
+
+    def by_request(self, request_id: str) -> LogEntry | None:
+        return self._rid.get(request_id)
+
+    def by_txn(self, txn: int) -> LogEntry | None:
+        return self._txn.get(txn)
+
+    def last_txn(self) -> int:
+        return max(self._txn, default=-1)
+
+    def max_seq(self) -> int:
+        return max((e.trade.seq for e in self._rid.values()), default=0)

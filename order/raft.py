@@ -1,0 +1,516 @@
+"""Leader election and log replication among the order replicas (Raft), pure.
+
+This module imports no socket and reads no clock: every entry point takes
+``now`` (seconds) and returns a list of outputs for the I/O shell to carry
+out. Storage goes through :class:`order.log.LogStore`, whose writes are
+durable when they return.
+
+Roles and transitions::
+
+    follower --election due--> pre_candidate --majority of pre-votes--> candidate
+    candidate --majority of votes--> leader
+    pre_candidate / candidate --round timed out--> follower (campaigns again later)
+    any role --sees a higher term--> follower
+    leader --no word from a majority for election_s (check quorum)--> follower
+
+What it adds to textbook Raft, and why:
+
+* **Pre-vote.** A replica first asks whether it *would* win; only then does it
+  raise its term. A replica cut off from the leader cannot disrupt it later.
+* **Priority by id.** An election is due ``election_s`` after the last word
+  from the leader, plus ``rank_step_s`` for every higher-id replica not known
+  to be down; so among up-to-date replicas the highest id campaigns first and
+  wins, as the seed's leader choice asks. Votes still require the candidate's
+  log to be at least as up to date as the voter's, so a replica that lacks
+  committed entries can never win. A voter that refuses for that reason and
+  sees no leader campaigns at once itself.
+* **Fast failover.** The shell reports a peer's connection closing
+  (:meth:`Raft.peer_down`, from ZeroMQ's socket monitor); a follower whose
+  leader went down campaigns after its rank delay alone, without waiting for
+  missed heartbeats.
+* **Catch-up before voting.** A replica that starts refuses votes until it has
+  caught up with a leader's commit index, or until it has heard no leader for
+  a whole election window (so a cluster restarting from nothing still elects).
+* **Read barrier.** :meth:`Raft.read_barrier` numbers a heartbeat round; the
+  leader may answer "no such order" only after a majority echoed that round,
+  which proves no newer leader had committed anything at the time of the read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from common.protocol import AppendEntries, AppendReply, LogEntry, Message, TradeRecord, VoteReply, VoteRequest
+
+from .log import LogStore
+
+# Entries per AppendEntries message, and how far a follower may lag behind
+# what was already sent to it before the leader waits for acknowledgements.
+MAX_ENTRIES_PER_MESSAGE = 256
+MAX_INFLIGHT_ENTRIES = 4096
+
+
+class Role(StrEnum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre_candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Timers, in seconds. ``election_s`` (the heartbeat interval times the
+    liveness count) must be several ``heartbeat_s``; ``rank_step_s`` should be
+    a fraction of ``election_s``."""
+
+    heartbeat_s: float
+    election_s: float
+    rank_step_s: float
+
+
+# --- outputs ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendPeer:
+    """Send ``msg`` to replica ``peer``."""
+
+    peer: int
+    msg: Message
+
+
+@dataclass(frozen=True)
+class BecameLeader:
+    term: int
+
+
+@dataclass(frozen=True)
+class SteppedDown:
+    """This replica stopped leading (or campaigning) at ``term``."""
+
+    term: int
+
+
+@dataclass(frozen=True)
+class LeaderChanged:
+    """A follower learned who leads ``term`` (None: nobody it knows of)."""
+
+    leader: int | None
+    term: int
+
+
+@dataclass(frozen=True)
+class Committed:
+    """Entries up to ``index`` are committed."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class ReadConfirmed:
+    """A majority acknowledged heartbeat round ``probe``: leadership held then."""
+
+    probe: int
+
+
+@dataclass(frozen=True)
+class CaughtUp:
+    """A starting replica now holds everything its leader had committed."""
+
+    index: int
+
+
+class Raft:
+    """One replica's consensus state.
+
+    :param me: this replica's id.
+    :param peers: the other replicas' ids.
+    :param log: durable storage; its hard state is loaded here.
+    """
+
+    def __init__(self, me: int, peers: list[int], log: LogStore, timing: Timing, now: float) -> None:
+        self.me = me
+        self.peers = sorted(peers)
+        self.log = log
+        self.t = timing
+        self.term, self.voted_for = log.hard_state()
+        self.role = Role.FOLLOWER
+        self.leader: int | None = None
+        self.commit = 0
+        self.started = now
+        self.recovering = True
+        self.down: set[int] = set()
+        self.last_contact: float | None = None
+        self.election_due = now + self._election_delay()
+        self.round_deadline = 0.0
+        self.votes: set[int] = set()
+        # leader state
+        self.next_index: dict[int, int] = {}
+        self.match_index: dict[int, int] = {}
+        self.last_ack: dict[int, float] = {}
+        self.acked_probe: dict[int, int] = {}
+        self.probe = 0
+        self.heartbeat_due = now
+        self.leader_since = now
+
+    # --- queries ------------------------------------------------------------
+
+    @property
+    def majority(self) -> int:
+        return (len(self.peers) + 1) // 2 + 1
+
+    def is_leader(self) -> bool:
+        return self.role is Role.LEADER
+
+    def snapshot(self) -> dict:
+        """The state worth showing (status, tests, the monitor)."""
+        return {
+            "id": self.me, "role": self.role.value, "term": self.term, "leader": self.leader,
+            "commit": self.commit, "last_index": self.log.last_index(), "recovering": self.recovering,
+            "down": sorted(self.down),
+        }
+
+    def next_deadline(self) -> float:
+        """When :meth:`tick` must run next."""
+        if self.role is Role.LEADER:
+            return self.heartbeat_due
+        if self.role is Role.FOLLOWER:
+            return self.election_due
+        return self.round_deadline
+
+    # --- timers -------------------------------------------------------------
+
+    def tick(self, now: float) -> list:
+        out: list = []
+        if self.role is Role.LEADER:
+            if now >= self.heartbeat_due:
+                self._broadcast(now, out)
+            self._check_quorum(now, out)
+        elif self.role is Role.FOLLOWER:
+            if self.recovering and self._silent_for_window(now):
+                self.recovering = False
+            if now >= self.election_due and not self.recovering:
+                self._campaign(now, out)
+            elif now >= self.election_due:
+                self.election_due = now + self._election_delay()
+        elif now >= self.round_deadline:
+            # No majority this round; campaign again after our rank delay.
+            self._become_follower(self.term, None, now, out)
+            self.election_due = now + self._rank_delay()
+        return out
+
+    # --- connection events from the socket monitor -------------------------
+
+    def peer_down(self, peer: int, now: float) -> list:
+        out: list = []
+        if peer in self.down or peer not in self.peers:
+            return out
+        self.down.add(peer)
+        if self.role is Role.FOLLOWER and self.leader == peer:
+            self.last_contact = None
+            self.election_due = min(self.election_due, now + self._rank_delay())
+        return out
+
+    def peer_up(self, peer: int, now: float) -> list:
+        self.down.discard(peer)
+        return []
+
+    # --- leader API -----------------------------------------------------------
+
+    def propose(self, trades: list[TradeRecord | None], now: float) -> tuple[list[LogEntry], list]:
+        """Append entries (``None`` for a no-op) and start replicating them.
+
+        :returns: the entries as logged (with their indices), and outputs.
+        """
+        out: list = []
+        if self.role is not Role.LEADER or not trades:
+            return [], out
+        first = self.log.last_index() + 1
+        entries = [LogEntry(index=first + i, term=self.term, trade=t) for i, t in enumerate(trades)]
+        self.log.append(entries)
+        for peer in self.peers:
+            self._send_append(peer, out)
+        self._advance_commit(out)
+        return entries, out
+
+    def read_barrier(self, now: float) -> tuple[int, list]:
+        """Start a heartbeat round whose majority echo proves leadership.
+
+        :returns: the round's probe number and outputs; a :class:`ReadConfirmed`
+            with that number (or higher) follows once a majority answered.
+        """
+        out: list = []
+        self._broadcast(now, out)
+        if self.majority == 1:
+            out.append(ReadConfirmed(self.probe))
+        return self.probe, out
+
+    # --- messages -------------------------------------------------------------
+
+    def handle(self, msg: Message, now: float) -> list:
+        """Handle a replication message from a peer (any message proves the
+        sender is up)."""
+        out: list = []
+        self.down.discard(_sender(msg))
+        if isinstance(msg, AppendEntries):
+            self._on_append(msg, now, out)
+        elif isinstance(msg, AppendReply):
+            self._on_append_reply(msg, now, out)
+        elif isinstance(msg, VoteRequest):
+            self._on_vote_request(msg, now, out)
+        elif isinstance(msg, VoteReply):
+            self._on_vote_reply(msg, now, out)
+        return out
+
+    def step_down(self, term: int, now: float) -> list:
+        """Stop leading because someone outside Raft (the catalog's fence)
+        proved a newer ``term`` exists."""
+        out: list = []
+        if term > self.term or self.role is not Role.FOLLOWER:
+            self._become_follower(max(term, self.term), None, now, out)
+        return out
+
+    # --- elections ------------------------------------------------------------
+
+    def _rank_delay(self) -> float:
+        higher = sum(1 for p in self.peers if p > self.me and p not in self.down)
+        return higher * self.t.rank_step_s
+
+    def _election_delay(self) -> float:
+        return self.t.election_s + self._rank_delay()
+
+    def _leader_fresh(self, now: float) -> bool:
+        if self.role is Role.LEADER:
+            return True
+        return (
+            self.leader is not None
+            and self.leader not in self.down
+            and self.last_contact is not None
+            and now - self.last_contact < self.t.election_s
+        )
+
+    def _silent_for_window(self, now: float) -> bool:
+        last = self.started if self.last_contact is None else max(self.started, self.last_contact)
+        return now - last >= self.t.election_s
+
+    def _log_ok(self, last_term: int, last_index: int) -> bool:
+        return (last_term, last_index) >= (self.log.last_term(), self.log.last_index())
+
+    def _campaign(self, now: float, out: list) -> None:
+        self.role = Role.PRE_CANDIDATE
+        self.leader = None
+        self.votes = {self.me}
+        self.round_deadline = now + self.t.election_s
+        if len(self.votes) >= self.majority:
+            self._start_election(now, out)
+            return
+        request = VoteRequest(
+            term=self.term + 1, candidate=self.me, last_index=self.log.last_index(),
+            last_term=self.log.last_term(), pre_vote=True,
+        )
+        out.extend(SendPeer(p, request) for p in self.peers)
+
+    def _start_election(self, now: float, out: list) -> None:
+        self.term += 1
+        self.voted_for = self.me
+        self.log.save_hard_state(self.term, self.me)
+        self.role = Role.CANDIDATE
+        self.votes = {self.me}
+        self.round_deadline = now + self.t.election_s
+        if len(self.votes) >= self.majority:
+            self._become_leader(now, out)
+            return
+        request = VoteRequest(
+            term=self.term, candidate=self.me, last_index=self.log.last_index(),
+            last_term=self.log.last_term(), pre_vote=False,
+        )
+        out.extend(SendPeer(p, request) for p in self.peers)
+
+    def _on_vote_request(self, m: VoteRequest, now: float, out: list) -> None:
+        if self.recovering and self._silent_for_window(now):
+            self.recovering = False
+        log_ok = self._log_ok(m.last_term, m.last_index)
+        if m.pre_vote:
+            granted = m.term > self.term and log_ok and not self.recovering and not self._leader_fresh(now)
+        else:
+            if m.term > self.term and not self._leader_fresh(now):
+                self._become_follower(m.term, None, now, out)
+            granted = (
+                m.term == self.term and self.voted_for in (None, m.candidate)
+                and log_ok and not self.recovering and self.role is Role.FOLLOWER
+            )
+            if granted:
+                self.voted_for = m.candidate
+                self.log.save_hard_state(self.term, m.candidate)
+                self.election_due = now + self._election_delay()
+        out.append(SendPeer(m.candidate, VoteReply(
+            term=self.term, voter=self.me, granted=granted, pre_vote=m.pre_vote, log_ahead=not log_ok,
+        )))
+        if (not log_ok and self.role is Role.FOLLOWER and not self.recovering
+                and not self._leader_fresh(now)):
+            # The candidate lacks entries we hold: we are the better choice.
+            self.election_due = min(self.election_due, now)
+
+    def _on_vote_reply(self, m: VoteReply, now: float, out: list) -> None:
+        if m.term > self.term and not m.granted:
+            self._become_follower(m.term, None, now, out)
+            return
+        if not m.granted:
+            return
+        if m.pre_vote and self.role is Role.PRE_CANDIDATE:
+            self.votes.add(m.voter)
+            if len(self.votes) >= self.majority:
+                self._start_election(now, out)
+        elif not m.pre_vote and self.role is Role.CANDIDATE and m.term == self.term:
+            self.votes.add(m.voter)
+            if len(self.votes) >= self.majority:
+                self._become_leader(now, out)
+
+    def _become_follower(self, term: int, leader: int | None, now: float, out: list) -> None:
+        was = self.role
+        if term > self.term:
+            self.term = term
+            self.voted_for = None
+            self.log.save_hard_state(term, None)
+        self.role = Role.FOLLOWER
+        if was is Role.LEADER or was is Role.CANDIDATE:
+            out.append(SteppedDown(self.term))
+        if leader != self.leader:
+            self.leader = leader
+            out.append(LeaderChanged(leader, self.term))
+        self.election_due = now + self._election_delay()
+
+    def _become_leader(self, now: float, out: list) -> None:
+        self.role = Role.LEADER
+        self.leader = self.me
+        self.recovering = False
+        self.leader_since = now
+        last = self.log.last_index()
+        self.next_index = {p: last + 1 for p in self.peers}
+        self.match_index = {p: 0 for p in self.peers}
+        self.last_ack = {p: now for p in self.peers}
+        self.acked_probe = {p: 0 for p in self.peers}
+        out.append(BecameLeader(self.term))
+        self._broadcast(now, out)
+
+    def _check_quorum(self, now: float, out: list) -> None:
+        if len(self.peers) == 0 or now - self.leader_since < self.t.election_s:
+            return
+        heard = 1 + sum(1 for p in self.peers if now - self.last_ack.get(p, -1e9) <= self.t.election_s)
+        if heard < self.majority:
+            self._become_follower(self.term, None, now, out)
+
+    # --- replication ----------------------------------------------------------
+
+    def _broadcast(self, now: float, out: list) -> None:
+        self.probe += 1
+        self.heartbeat_due = now + self.t.heartbeat_s
+        for peer in self.peers:
+            self._send_append(peer, out)
+
+    def _send_append(self, peer: int, out: list) -> None:
+        last = self.log.last_index()
+        nxt = min(self.next_index[peer], last + 1)
+        prev = nxt - 1
+        entries: list[LogEntry] = []
+        if nxt <= last and prev - self.match_index[peer] < MAX_INFLIGHT_ENTRIES:
+            entries = self.log.entries(nxt, min(last, nxt + MAX_ENTRIES_PER_MESSAGE - 1))
+        out.append(SendPeer(peer, AppendEntries(
+            term=self.term, leader=self.me, prev_index=prev, prev_term=self.log.term_at(prev) or 0,
+            entries=entries, commit=self.commit, probe=self.probe,
+        )))
+        if entries:
+            self.next_index[peer] = entries[-1].index + 1
+
+    def _on_append(self, m: AppendEntries, now: float, out: list) -> None:
+        if m.term < self.term:
+            out.append(SendPeer(m.leader, AppendReply(
+                term=self.term, follower=self.me, success=False, match_index=0,
+                hint=self.log.last_index(), probe=m.probe,
+            )))
+            return
+        if m.term > self.term or self.role is not Role.FOLLOWER or self.leader != m.leader:
+            self._become_follower(m.term, m.leader, now, out)
+        self.last_contact = now
+        self.election_due = now + self._election_delay()
+
+        last = self.log.last_index()
+        if m.prev_index > last:
+            self._reply_append(m, False, 0, last, out)
+            return
+        if self.log.term_at(m.prev_index) != m.prev_term:
+            conflict = self.log.term_at(m.prev_index) or 0
+            hint = max(self.commit, min(m.prev_index, self.log.first_index_of_term(conflict)) - 1)
+            self._reply_append(m, False, 0, hint, out)
+            return
+        new: list[LogEntry] = []
+        truncate_from = None
+        for i, entry in enumerate(m.entries):
+            if entry.index > last:
+                new = m.entries[i:]
+                break
+            if self.log.term_at(entry.index) != entry.term:
+                if entry.index <= self.commit:
+                    # Never happens while Raft holds; refuse rather than lose a commit.
+                    self._reply_append(m, False, 0, self.commit, out)
+                    return
+                truncate_from = entry.index
+                new = m.entries[i:]
+                break
+        if new:
+            self.log.append(new, truncate_from)
+        match = m.prev_index + len(m.entries)
+        if m.commit > self.commit:
+            self.commit = min(m.commit, match)
+            out.append(Committed(self.commit))
+        if self.recovering and match >= m.commit:
+            self.recovering = False
+            out.append(CaughtUp(match))
+        self._reply_append(m, True, match, match, out)
+
+    def _reply_append(self, m: AppendEntries, success: bool, match: int, hint: int, out: list) -> None:
+        out.append(SendPeer(m.leader, AppendReply(
+            term=self.term, follower=self.me, success=success, match_index=match, hint=hint, probe=m.probe,
+        )))
+
+    def _on_append_reply(self, m: AppendReply, now: float, out: list) -> None:
+        if m.term > self.term:
+            self._become_follower(m.term, None, now, out)
+            return
+        if self.role is not Role.LEADER or m.term != self.term or m.follower not in self.next_index:
+            return
+        peer = m.follower
+        self.last_ack[peer] = now
+        if m.probe > self.acked_probe[peer]:
+            self.acked_probe[peer] = m.probe
+            self._confirm_reads(out)
+        if m.success:
+            if m.match_index > self.match_index[peer]:
+                self.match_index[peer] = m.match_index
+                self._advance_commit(out)
+            self.next_index[peer] = max(self.next_index[peer], self.match_index[peer] + 1)
+            if self.next_index[peer] <= self.log.last_index():
+                self._send_append(peer, out)
+        else:
+            self.next_index[peer] = max(self.match_index[peer] + 1, min(self.next_index[peer], m.hint + 1))
+            self._send_append(peer, out)
+
+    def _advance_commit(self, out: list) -> None:
+        matches = sorted([self.log.last_index(), *self.match_index.values()], reverse=True)
+        candidate = matches[self.majority - 1]
+        if candidate > self.commit and self.log.term_at(candidate) == self.term:
+            self.commit = candidate
+            out.append(Committed(candidate))
+
+    def _confirm_reads(self, out: list) -> None:
+        probes = sorted([self.probe, *self.acked_probe.values()], reverse=True)
+        out.append(ReadConfirmed(probes[self.majority - 1]))
+
+
+def _sender(msg: Message) -> int | None:
+    for attr in ("leader", "follower", "candidate", "voter"):
+        value = getattr(msg, attr, None)
+        if value is not None:
+            return value
+    return None

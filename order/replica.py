@@ -1,0 +1,107 @@
+"""One order replica as a pure state machine: Raft plus the trading desk.
+
+:class:`Replica` is what the I/O shell (:mod:`order.server`) and the
+deterministic simulator drive. Every entry point takes ``now`` and returns
+outputs; the ones for the outside world are :class:`order.raft.SendPeer`,
+:class:`order.desk.ToClient` and :class:`order.desk.ToCatalog`, and the
+signals :class:`BecameLeader`, :class:`SteppedDown`, :class:`LeaderChanged`
+and :class:`CaughtUp` are passed on too so the shell can announce them.
+Everything else is consumed here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.protocol import Error, ErrorCode, GetOrder, Message, PlaceTrade, trade_problem
+
+from .desk import Desk, StepDownRequest, ToClient
+from .log import LogStore
+from .raft import BecameLeader, Committed, Raft, ReadConfirmed, SteppedDown, Timing
+
+
+class Replica:
+    """Consensus and trading for replica ``me``.
+
+    :param peers: the other replicas' ids.
+    :param catalog_s: how long the desk waits on the catalog before resending.
+    """
+
+    def __init__(self, me: int, peers: list[int], log: LogStore, timing: Timing, catalog_s: float,
+                 now: float) -> None:
+        self.me = me
+        self.raft = Raft(me, peers, log, timing, now)
+        self.desk = Desk(self.raft, log, catalog_s)
+
+    # --- inputs ---------------------------------------------------------------
+
+    def on_peer(self, msg: Message, now: float) -> list:
+        return self._route(self.raft.handle(msg, now), now)
+
+    def on_client(self, ref: Any, msg: Message, now: float) -> list:
+        if isinstance(msg, PlaceTrade):
+            problem = trade_problem(msg.request_id, msg.name, msg.quantity, msg.side)
+            if problem:
+                return [ToClient(ref, Error(ErrorCode.BAD_REQUEST, problem))]
+            if not self.raft.is_leader():
+                return [ToClient(ref, self.not_leader())]
+            return self._route(self.desk.place(ref, msg, now), now)
+        if isinstance(msg, GetOrder):
+            if msg.txn < 0:
+                return [ToClient(ref, Error(ErrorCode.BAD_REQUEST, "txn must not be negative"))]
+            if not self.raft.is_leader():
+                return [ToClient(ref, self.not_leader())]
+            return self._route(self.desk.get_order(ref, msg, now), now)
+        return [ToClient(ref, Error(ErrorCode.BAD_REQUEST, f"{msg.MSG!r} is not an order-service request"))]
+
+    def on_catalog(self, msg: Message, now: float) -> list:
+        return self._route(self.desk.on_catalog(msg, now), now)
+
+    def peer_down(self, peer: int, now: float) -> list:
+        return self._route(self.raft.peer_down(peer, now), now)
+
+    def peer_up(self, peer: int, now: float) -> list:
+        return self._route(self.raft.peer_up(peer, now), now)
+
+    def tick(self, now: float) -> list:
+        return self._route([*self.raft.tick(now), *self.desk.tick(now)], now)
+
+    # --- queries ----------------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        desk = self.desk.next_deadline()
+        raft = self.raft.next_deadline()
+        return raft if desk is None else min(raft, desk)
+
+    def not_leader(self) -> Error:
+        leader = self.raft.leader if self.raft.leader != self.me else None
+        return Error(ErrorCode.NOT_LEADER, f"order replica {self.me} does not lead", leader=leader,
+                     epoch=self.raft.term)
+
+    def snapshot(self) -> dict:
+        return {**self.raft.snapshot(), **self.desk.snapshot()}
+
+    # --- internals ------------------------------------------------------------
+
+    def _route(self, outputs: list, now: float) -> list:
+        """Feed Raft's signals to the desk (and the desk's requests back to
+        Raft) until only outputs for the shell remain."""
+        result = []
+        work = list(outputs)
+        while work:
+            item = work.pop(0)
+            if isinstance(item, BecameLeader):
+                work.extend(self.desk.start(item.term, now))
+                result.append(item)
+            elif isinstance(item, SteppedDown):
+                work.extend(self.desk.stop(self.not_leader()))
+                result.append(item)
+            elif isinstance(item, Committed):
+                work.extend(self.desk.on_commit(item.index))
+            elif isinstance(item, ReadConfirmed):
+                work.extend(self.desk.on_read_confirmed(item.probe))
+            elif isinstance(item, StepDownRequest):
+                work.extend(self.raft.step_down(item.term, now))
+            else:
+                result.append(item)
+        return result

@@ -1,0 +1,51 @@
+"""Seeded fault schedules for :class:`tests.sim.world.World`."""
+
+from __future__ import annotations
+
+from .world import CATALOG, STOCKS, NetConfig, World
+
+
+def run(seed: int, duration: float = 3.0, trades: int = 60, trace: bool = False,
+        net: NetConfig | None = None) -> World:
+    """Trades from clients while replicas crash, restart and get cut off, then
+    settle and check everything.
+
+    :raises Violation: with the seed in the message, when a promise broke.
+    """
+    world = World(seed, net=net, trace=trace)
+    rng = world.rng
+    names = sorted(STOCKS)
+    for k in range(trades):
+        at = rng.uniform(0.3, duration)
+        rid = f"t{seed}-{k}"
+        name, qty, side = rng.choice(names), rng.randint(1, 30), rng.choice(("buy", "sell"))
+        retry = rng.random() < 0.8
+        world._schedule(at, "call", lambda r=rid, n=name, q=qty, s=side, y=retry: world.place(r, n, q, s, y))
+    t = 0.4
+    while t < duration:
+        kind = rng.choice(("crash", "crash_leader", "cut", "cut_catalog", "nothing"))
+        victim = rng.choice(world.ids)
+        if kind == "crash":
+            world._schedule(t, "call", lambda v=victim: world.crash(v))
+            world._schedule(t + rng.uniform(0.05, 0.6), "call", lambda v=victim: world.restart(v))
+        elif kind == "crash_leader":
+            def crash_leader() -> None:
+                for i, node in world.nodes.items():
+                    if node is not None and node.raft.is_leader():
+                        world.crash(i)
+                        world._schedule(world.now + rng.uniform(0.05, 0.6), "call", lambda v=i: world.restart(v))
+            world._schedule(t, "call", crash_leader)
+        elif kind == "cut":
+            other = rng.choice([i for i in world.ids if i != victim])
+            world._schedule(t, "call", lambda a=victim, b=other: world.partition(a, b))
+            world._schedule(t + rng.uniform(0.1, 0.8), "call", world.heal)
+        elif kind == "cut_catalog":
+            world._schedule(t, "call", lambda v=victim: world.partition(v, CATALOG))
+            world._schedule(t + rng.uniform(0.1, 0.5), "call", world.heal)
+        t += rng.uniform(0.1, 0.5)
+    try:
+        world.run_until(duration)
+        world.settle()
+    except AssertionError as exc:
+        raise type(exc)(f"seed {seed}: {exc}") from exc
+    return world

@@ -25,7 +25,7 @@ def main() -> None:
     try:
         Broker(config, ctx, stop, time.monotonic()).run()
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)
 
 
 if __name__ == "__main__":

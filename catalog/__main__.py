@@ -27,7 +27,7 @@ def main() -> None:
     try:
         CatalogServer(config, ctx, stop, time.monotonic()).run()
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)
 
 
 if __name__ == "__main__":

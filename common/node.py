@@ -91,9 +91,21 @@ class Loop:
             wait = tick(time.monotonic())
 
     def close_all(self) -> None:
+        """Close every socket the loop knows, monitors included (an open
+        socket would make ``Context.term`` wait forever)."""
+        for sock, monitor in list(self._monitors.items()):
+            try:
+                sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._handlers.pop(monitor, None)
+            self.poller.unregister(monitor)
+            sockets.close(monitor)
+        self._monitors.clear()
         for sock in list(self._handlers):
-            if sock in self._handlers and sock not in self._monitors.values():
-                self.close(sock)
+            self.poller.unregister(sock)
+            sockets.close(sock)
+        self._handlers.clear()
 
 
 def readable(sock: zmq.Socket) -> bool:

@@ -1,0 +1,75 @@
+"""The frontend node: the seed's HTTP API in front of the ZeroMQ backends.
+
+``create_app(config)`` builds the Flask application; ``python -m frontend``
+serves it with gunicorn's gevent worker (one process, many greenlets: one
+cache, one bus subscription, and read-your-writes across every connection).
+Everything that talks ZeroMQ here uses ``zmq.green``, so a greenlet waiting on
+a backend never blocks the others.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import zmq.green as zmq
+from flask import Flask
+
+from common.config import Config
+
+from .backend import Backend
+from .cache import LookupCache
+from .leader import LeaderTracker
+from .routes import api
+from .watch import BusWatcher
+
+
+@dataclass
+class FrontendState:
+    """Everything the request handlers share, kept in ``app.extensions``."""
+
+    name: str
+    ctx: zmq.Context
+    lock: threading.Lock
+    cache: LookupCache | None
+    tracker: LeaderTracker
+    backend: Backend
+    watcher: BusWatcher
+
+    def status(self) -> dict:
+        with self.lock:
+            return {
+                "node": self.name,
+                "cache": {"enabled": False} if self.cache is None else {"enabled": True, **self.cache.snapshot()},
+                "leader": self.tracker.snapshot(),
+                "backend": dict(self.backend.counters),
+                "heard": self.watcher.snapshot(time.monotonic()),
+            }
+
+    def close(self) -> None:
+        self.watcher.stop()
+        self.backend.close()
+        self.ctx.term()
+
+
+def create_app(config: Config, name: str = "frontend", cache: bool | None = None) -> Flask:
+    """Build the frontend application and start its bus watcher.
+
+    :param name: the node name on the bus (several frontends need several names).
+    :param cache: overrides ``[frontend] cache`` when not None.
+    """
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.frontend.max_body_bytes
+    ctx = zmq.Context()
+    lock = threading.Lock()
+    enabled = config.frontend.cache if cache is None else cache
+    lookup_cache = LookupCache(config.frontend.cache_size, config.heartbeat.window_s) if enabled else None
+    tracker = LeaderTracker([r.id for r in config.orders])
+    backend = Backend(config, ctx, lookup_cache, tracker, lock)
+    state = FrontendState(name, ctx, lock, lookup_cache, tracker, backend, None)  # type: ignore[arg-type]
+    state.watcher = BusWatcher(config, ctx, name, lookup_cache, tracker, lock, state.status)
+    app.extensions["bazaar"] = state
+    app.register_blueprint(api)
+    state.watcher.start()
+    return app

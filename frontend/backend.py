@@ -1,0 +1,181 @@
+"""The frontend's way to the catalog and the order leader, over ZeroMQ.
+
+:class:`Backend` is shared by every request handler (greenlet) of the
+frontend. Each call borrows a REQ socket from a pool, so no socket is used
+by two handlers at once; a socket that timed out is closed, never reused.
+
+Lookups go to the cache first, then to the catalog, retried up to
+``lookup_attempts`` times. Trades and order queries go to the replica the
+:class:`LeaderTracker` believes leads; on ``not_leader``, on a closed
+connection, on a timeout, or as soon as the bus announces another leader
+while a request waits, the same request (same request id, so it is never
+applied twice) goes to the next candidate, until ``trade_deadline_ms`` runs
+out and the caller gets :class:`Unavailable` (HTTP 503).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import zmq.green as zmq
+
+from common import rpc
+from common.config import Config
+from common.errors import NotLeader, PeerUnavailable, RemoteError, RemoteProtocolError, RpcTimeout
+from common.logs import get_logger
+from common.protocol import ErrorCode, GetOrder, Lookup, Message, OrderInfo, PlaceTrade, StockInfo, TradeDone
+
+from .cache import Cached, LookupCache
+from .leader import LeaderTracker
+
+log = get_logger(__name__)
+
+# A replica that cannot take a connection this fast is skipped for another.
+CONNECT_S = 0.25
+# How long to wait for news of a leader when no replica knows one.
+LEADER_WAIT_S = 0.05
+
+
+class Unavailable(Exception):
+    """A backend did not answer in time; the HTTP answer is 503.
+
+    :param outcome_unknown: a trade was sent and may have been carried out.
+    """
+
+    def __init__(self, message: str, outcome_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.outcome_unknown = outcome_unknown
+
+
+class Backend:
+    """Shared by all request handlers; the lock guards the cache and tracker."""
+
+    def __init__(self, config: Config, ctx: zmq.Context, cache: LookupCache | None, tracker: LeaderTracker,
+                 lock: threading.Lock) -> None:
+        self.timeouts = config.timeouts
+        self.catalog = rpc.ReqPool(ctx, config.catalog.endpoint.connect)
+        self.replicas = {r.id: rpc.ReqPool(ctx, r.endpoint.connect) for r in config.orders}
+        self.cache = cache
+        self.tracker = tracker
+        self.lock = lock
+        self.counters = {"catalog_calls": 0, "order_calls": 0, "retries": 0, "unavailable": 0}
+
+    def close(self) -> None:
+        self.catalog.close()
+        for pool in self.replicas.values():
+            pool.close()
+
+    # --- lookups --------------------------------------------------------------
+
+    def lookup(self, name: str) -> Cached:
+        """The stock, from the cache if it may be trusted, else from the catalog.
+
+        :raises RemoteError: ``stock_not_found``.
+        :raises Unavailable: the catalog did not answer.
+        """
+        if self.cache is not None:
+            with self.lock:
+                hit = self.cache.get(name)
+            if hit is not None:
+                return hit
+        info = self._ask_catalog(Lookup(name))
+        if self.cache is not None:
+            with self.lock:
+                self.cache.install(info)
+        return Cached(info.name, info.price, info.quantity, info.version)
+
+    def _ask_catalog(self, msg: Message) -> StockInfo:
+        timeout_s = self.timeouts.request_ms / 1000
+        for attempt in range(self.timeouts.lookup_attempts):
+            self.counters["catalog_calls"] += 1
+            try:
+                reply = rpc.call(self.catalog, msg, timeout_s)
+            except (PeerUnavailable, RpcTimeout, RemoteProtocolError) as exc:
+                log.warning("catalog did not answer", attempt=attempt + 1, error=str(exc))
+                self.counters["retries"] += 1
+                continue
+            if isinstance(reply, StockInfo):
+                return reply
+            raise RemoteError(ErrorCode.BAD_REQUEST, f"unexpected reply {reply.MSG!r} from the catalog")
+        self.counters["unavailable"] += 1
+        total = self.timeouts.request_ms * self.timeouts.lookup_attempts / 1000
+        raise Unavailable(f"the catalog service did not answer within {total:g}s; try again")
+
+    # --- orders ---------------------------------------------------------------
+
+    def trade(self, request_id: str, name: str, quantity: int, side: str) -> TradeDone:
+        """Place a trade on the order leader, retrying with the same request id.
+
+        :raises RemoteError: ``stock_not_found``, ``not_enough_stock``, ``key_reused``.
+        :raises Unavailable: no leader answered before the trade deadline.
+        """
+        reply = self._ask_leader(PlaceTrade(request_id, name, quantity, side), trade=True)
+        if self.cache is not None:
+            with self.lock:
+                self.cache.on_trade(reply.stock, name)
+        return reply
+
+    def order(self, txn: int) -> OrderInfo:
+        """A committed order by transaction number.
+
+        :raises RemoteError: ``order_not_found``.
+        :raises Unavailable: no leader answered in time.
+        """
+        return self._ask_leader(GetOrder(txn), trade=False)
+
+    def _ask_leader(self, msg: Message, trade: bool):
+        deadline = time.monotonic() + self.timeouts.trade_deadline_ms / 1000
+        request_s = self.timeouts.request_ms / 1000
+        sent = False
+        rotation = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.counters["unavailable"] += 1
+                what = "the trade may or may not have happened; retry with the same Idempotency-Key" \
+                    if trade and sent else "try again"
+                raise Unavailable(f"no order leader answered within {self.timeouts.trade_deadline_ms / 1000:g}s; "
+                                  f"{what}", outcome_unknown=trade and sent)
+            with self.lock:
+                version = self.tracker.version
+                candidates = self.tracker.candidates()
+                known = self.tracker.leader is not None
+            target = candidates[0] if known else candidates[rotation % len(candidates)]
+            rotation += 0 if known else 1
+
+            def leader_moved(target=target, version=version) -> bool:
+                return self.tracker.version != version and self.tracker.leader not in (None, target)
+
+            self.counters["order_calls"] += 1
+            try:
+                return rpc.call(self.replicas[target], msg, min(request_s, remaining),
+                                cancel=leader_moved, connect_s=min(CONNECT_S, remaining))
+            except NotLeader as exc:
+                with self.lock:
+                    if not self.tracker.announce(exc.leader_hint, exc.epoch or 0):
+                        self.tracker.failed(target)
+                if exc.leader_hint is None:
+                    self._wait_for_news(version, min(LEADER_WAIT_S, remaining))
+            except PeerUnavailable:
+                with self.lock:
+                    self.tracker.failed(target)
+            except RpcTimeout:
+                sent = True
+                if not leader_moved():
+                    with self.lock:
+                        self.tracker.failed(target)
+            except RemoteError as exc:
+                if exc.code != ErrorCode.UNAVAILABLE:
+                    raise
+                sent = True
+                self._wait_for_news(version, min(LEADER_WAIT_S, remaining))
+            except RemoteProtocolError as exc:
+                log.warning("bad reply from an order replica", replica=target, error=str(exc))
+            self.counters["retries"] += 1
+
+    def _wait_for_news(self, version: int, timeout_s: float) -> None:
+        end = time.monotonic() + timeout_s
+        while self.tracker.version == version and time.monotonic() < end:
+            time.sleep(rpc.POLL_SLICE_MS / 1000)

@@ -1,0 +1,230 @@
+"""The frontend's lookup cache: a bounded LRU kept fresh by the bus, pure.
+
+No socket, no clock: the frontend's bus watcher feeds it bus messages and
+the time; request handlers call :meth:`LookupCache.get` and
+:meth:`LookupCache.install`.
+
+Rules that keep it fresh (promise 6 of DESIGN.md):
+
+* **Versions only rise.** Every stock has a version that the catalog raises
+  on each change. The cache remembers the highest version it has heard of per
+  stock (its *floor*), from invalidations and from trade replies; a lookup
+  reply older than the floor is not installed, and an entry is only ever
+  replaced by a newer version. A late lookup reply cannot undo an invalidation.
+* **A continuous stream, or nothing.** Changes carry the catalog's change
+  number ``seq``, which rises by exactly one per change, and the catalog's
+  heartbeat repeats the latest one. A skipped number, a heartbeat ahead of the
+  stream, a restarted catalog, or silence from the broker or the catalog for a
+  whole liveness window empties the cache, and nothing is cached until the
+  stream is whole again. A lookup reply read before the stream (re)started
+  (``info.seq`` below ``since_seq``) is not installed: changes it predates may
+  have been missed.
+* **Read your writes.** A trade's reply carries the stock as the trade left it;
+  :meth:`LookupCache.on_trade` installs it, so the same frontend never shows
+  the pre-trade stock afterwards, whether or not the bus has spoken yet.
+
+States::
+
+    blind --broker and catalog heard, stream baseline set--> streaming
+    streaming --gap, catalog restart, or broker/catalog silent--> blind (flushed)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from common.heartbeat import Liveness
+from common.protocol import StockChanged, StockInfo
+
+BROKER = "broker"
+CATALOG = "catalog"
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """What a lookup answers with, and the version it is."""
+
+    name: str
+    price: float
+    quantity: int
+    version: int
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    bypassed: int = 0
+    installs: int = 0
+    invalidations: int = 0
+    evictions: int = 0
+    flushes: int = 0
+    flush_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class LookupCache:
+    """An LRU of stock lookups.
+
+    :param capacity: the most entries kept (the least recently used go first).
+    :param window_s: silence from the broker or the catalog this long means the
+        bus is lost (heartbeat interval x liveness).
+    """
+
+    def __init__(self, capacity: int, window_s: float) -> None:
+        self.capacity = capacity
+        self.entries: OrderedDict[str, Cached] = OrderedDict()
+        self.floors: dict[str, int] = {}
+        self.liveness = Liveness(window_s)
+        self.stream_seq: int | None = None
+        self.since_seq: int | None = None
+        self.catalog_incarnation: str | None = None
+        self.streaming = False
+        self.last_flush_reason = ""
+        self.stats = CacheStats()
+
+    # --- request side -----------------------------------------------------------
+
+    def get(self, name: str) -> Cached | None:
+        """The cached stock, or None (counted as a miss, or as bypassed while
+        the stream is down)."""
+        if not self.streaming:
+            self.stats.bypassed += 1
+            return None
+        entry = self.entries.get(name)
+        if entry is None:
+            self.stats.misses += 1
+            return None
+        self.entries.move_to_end(name)
+        self.stats.hits += 1
+        return entry
+
+    def install(self, info: StockInfo) -> bool:
+        """Cache a lookup reply, unless it could be stale.
+
+        :returns: True if it was cached.
+        """
+        if not self.streaming or self.since_seq is None or info.seq < self.since_seq:
+            return False
+        if info.version < self.floors.get(info.name, 0):
+            return False
+        return self._put(Cached(info.name, info.price, info.quantity, info.version))
+
+    def on_trade(self, info: StockInfo | None, name: str) -> None:
+        """A trade through this frontend was acknowledged; ``info`` is the
+        stock right after it (None when the reply was a replay)."""
+        if info is None:
+            if self.entries.pop(name, None) is not None:
+                self.stats.invalidations += 1
+            return
+        self._raise_floor(info.name, info.version)
+        self._refresh(Cached(info.name, info.price, info.quantity, info.version))
+
+    def invalidate(self, name: str) -> bool:
+        """Drop one entry (the operator's ``DELETE /invalidate/<name>``).
+
+        :returns: True if it was cached.
+        """
+        if self.entries.pop(name, None) is None:
+            return False
+        self.stats.invalidations += 1
+        return True
+
+    # --- bus side ---------------------------------------------------------------
+
+    def on_change(self, change: StockChanged) -> None:
+        """The catalog committed a change of one stock."""
+        self._raise_floor(change.name, change.version)
+        if self.stream_seq is not None:
+            if change.seq > self.stream_seq + 1:
+                self._lose_stream(f"gap: change {change.seq} after {self.stream_seq}", restart_at=change.seq)
+            elif change.seq > self.stream_seq:
+                self.stream_seq = change.seq
+        self._refresh(Cached(change.name, change.price, change.quantity, change.version))
+
+    def on_heartbeat(self, node: str, incarnation: str, status: dict, now: float) -> None:
+        """A heartbeat from ``node``; the broker's and the catalog's matter."""
+        if node not in (BROKER, CATALOG):
+            return
+        self.liveness.heard(node, now, incarnation)
+        if node == CATALOG:
+            seq = status.get("seq")
+            if type(seq) is not int:
+                return
+            if self.catalog_incarnation not in (None, incarnation):
+                self._lose_stream("catalog restarted", restart_at=seq)
+            elif self.stream_seq is None:
+                self.stream_seq = self.since_seq = seq
+            elif seq > self.stream_seq:
+                self._lose_stream(f"missed changes up to {seq}", restart_at=seq)
+            elif seq < self.stream_seq:
+                self._lose_stream(f"catalog went back to change {seq}", restart_at=seq)
+            self.catalog_incarnation = incarnation
+        self._update_streaming(now)
+
+    def tick(self, now: float) -> None:
+        """Notice silence from the broker or the catalog."""
+        for node in self.liveness.expire(now):
+            self._lose_stream(f"{node} silent", restart_at=None)
+        self._update_streaming(now)
+
+    def bus_disconnected(self) -> None:
+        """The SUB socket's connection to the broker closed (socket monitor)."""
+        self.liveness.mark_dead(BROKER)
+        self._lose_stream("broker disconnected", restart_at=None)
+        self.streaming = False
+
+    # --- queries ------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        s = self.stats
+        lookups = s.hits + s.misses
+        return {
+            "size": len(self.entries), "capacity": self.capacity, "streaming": self.streaming,
+            "hits": s.hits, "misses": s.misses, "bypassed": s.bypassed, "installs": s.installs,
+            "invalidations": s.invalidations, "evictions": s.evictions, "flushes": s.flushes,
+            "hit_rate": round(s.hits / lookups, 4) if lookups else 0.0, "stream_seq": self.stream_seq,
+        }
+
+    # --- internals ----------------------------------------------------------------
+
+    def _update_streaming(self, now: float) -> None:
+        self.streaming = (
+            self.stream_seq is not None
+            and self.liveness.is_alive(BROKER, now)
+            and self.liveness.is_alive(CATALOG, now)
+        )
+
+    def _raise_floor(self, name: str, version: int) -> None:
+        if version > self.floors.get(name, 0):
+            self.floors[name] = version
+
+    def _refresh(self, entry: Cached) -> None:
+        """Replace a cached entry by a newer version (never insert)."""
+        current = self.entries.get(entry.name)
+        if current is not None and current.version < entry.version:
+            self.entries[entry.name] = entry
+            self.stats.invalidations += 1
+
+    def _put(self, entry: Cached) -> bool:
+        current = self.entries.get(entry.name)
+        if current is not None and current.version >= entry.version:
+            return False
+        self.entries[entry.name] = entry
+        self.entries.move_to_end(entry.name)
+        self.stats.installs += 1
+        while len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+            self.stats.evictions += 1
+        return True
+
+    def _lose_stream(self, reason: str, restart_at: int | None) -> None:
+        """Empty the cache; caching resumes from change ``restart_at`` (or
+        from the next catalog heartbeat when None)."""
+        if self.entries or self.stream_seq is not None:
+            self.stats.flushes += 1
+            key = reason.split(":")[0]
+            self.stats.flush_reasons[key] = self.stats.flush_reasons.get(key, 0) + 1
+        self.last_flush_reason = reason
+        self.entries.clear()
+        self.stream_seq = self.since_seq = restart_at

@@ -1,0 +1,169 @@
+"""The HTTP API: the seed's endpoints, byte for byte, and ``GET /stats``.
+
+Every answer is JSON. Success is ``{"data": ...}``; every failure, including
+unknown paths, wrong methods and oversized bodies, is
+``{"error": {"code": <HTTP status>, "message": ...}}`` with that status.
+A bad request changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from common.errors import RemoteError
+from common.logs import get_logger
+from common.protocol import MAX_NAME_LENGTH, MAX_REQUEST_ID_LENGTH, MAX_TRADE_QUANTITY, ErrorCode
+
+from .backend import Unavailable
+
+log = get_logger(__name__)
+api = Blueprint("api", __name__)
+
+MAX_TXN = 2**63 - 1
+_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_REQUEST_ID_LENGTH)
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+# How the order and catalog services' error codes read over HTTP (the seed's words).
+HTTP_ERRORS = {
+    ErrorCode.STOCK_NOT_FOUND: (404, "stock not found"),
+    ErrorCode.NOT_ENOUGH_STOCK: (403, "Not enough stock"),
+    ErrorCode.ORDER_NOT_FOUND: (409, "Order number does not exist"),
+    ErrorCode.KEY_REUSED: (422, "Idempotency-Key was already used for a different order"),
+}
+
+
+class BadRequest(Exception):
+    """The client's request is malformed; the message says what to fix."""
+
+
+def error(status: int, message: str) -> tuple[Response, int]:
+    return jsonify({"error": {"code": status, "message": message}}), status
+
+
+def _state():
+    return current_app.extensions["bazaar"]
+
+
+# --- endpoints ----------------------------------------------------------------
+
+
+@api.get("/stocks/<path:name>")
+def lookup(name: str):
+    if len(name) > MAX_NAME_LENGTH:
+        return error(400, f"stock name must be at most {MAX_NAME_LENGTH} characters")
+    stock = _state().backend.lookup(name)
+    return jsonify({"data": {"name": stock.name, "price": stock.price, "quantity": stock.quantity}})
+
+
+@api.post("/orders")
+def place_order():
+    name, quantity, side = parse_trade(request.get_data(cache=False))
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _KEY_PATTERN.fullmatch(key):
+        raise BadRequest(f"Idempotency-Key must be 1 to {MAX_REQUEST_ID_LENGTH} visible ASCII characters")
+    done = _state().backend.trade(key or uuid.uuid4().hex, name, quantity, side)
+    return jsonify({"data": {"transaction_number": done.txn, "name": done.name, "quantity": done.quantity,
+                             "type": done.side}})
+
+
+@api.get("/orders/<path:number>")
+def get_order(number: str):
+    if not _DIGITS.fullmatch(number) or int(number) > MAX_TXN:
+        raise BadRequest("order number must be a non-negative integer")
+    order = _state().backend.order(int(number))
+    return jsonify({"data": {"transaction_number": order.txn, "name": order.name, "quantity": order.quantity,
+                             "type": order.side}})
+
+
+@api.delete("/invalidate/<path:name>")
+def invalidate(name: str):
+    state = _state()
+    if state.cache is None:
+        message = "Caching not enabled"
+    else:
+        with state.lock:
+            message = "Successfully invalidated" if state.cache.invalidate(name) else "Stock not present"
+    return jsonify({"data": {"message": message}})
+
+
+@api.get("/stats")
+def stats():
+    return jsonify({"data": _state().status()})
+
+
+# --- request parsing ----------------------------------------------------------
+
+
+def parse_trade(body: bytes) -> tuple[str, int, str]:
+    """Check a ``POST /orders`` body.
+
+    :returns: ``(name, quantity, type)``.
+    :raises BadRequest: naming the field that is wrong.
+    """
+    if not body.strip():
+        raise BadRequest('request body must be a JSON object like {"name": "GameStart", "quantity": 1, "type": "buy"}')
+    try:
+        order = json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(order, dict):
+        raise BadRequest("request body must be a JSON object")
+    missing = [f for f in ("name", "quantity", "type") if f not in order]
+    if missing:
+        raise BadRequest(f"missing field{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+    name, quantity, side = order["name"], order["quantity"], order["type"]
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
+        raise BadRequest(f"name must be a string of 1 to {MAX_NAME_LENGTH} characters")
+    if type(quantity) is not int:
+        raise BadRequest("quantity must be an integer")
+    if quantity <= 0:
+        raise BadRequest("quantity must be a positive integer")
+    if quantity > MAX_TRADE_QUANTITY:
+        raise BadRequest(f"quantity must be at most {MAX_TRADE_QUANTITY}")
+    if side not in ("buy", "sell"):
+        raise BadRequest('type must be "buy" or "sell"')
+    return name, quantity, side
+
+
+# --- errors -------------------------------------------------------------------
+
+
+@api.app_errorhandler(BadRequest)
+def on_bad_request(exc: BadRequest):
+    return error(400, str(exc))
+
+
+@api.app_errorhandler(RemoteError)
+def on_remote_error(exc: RemoteError):
+    status, message = HTTP_ERRORS.get(exc.code, (502, f"backend error: {exc.message}"))
+    if status == 502:
+        log.error("unexpected backend error", code=exc.code, message=exc.message)
+    return error(status, message)
+
+
+@api.app_errorhandler(Unavailable)
+def on_unavailable(exc: Unavailable):
+    response, status = error(503, exc.message)
+    response.headers["Retry-After"] = "1"
+    return response, status
+
+
+@api.app_errorhandler(HTTPException)
+def on_http_error(exc: HTTPException):
+    messages = {
+        404: f"no such endpoint: {request.method} {request.path}",
+        405: f"method {request.method} is not allowed on {request.path}",
+        413: f"request body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes",
+    }
+    return error(exc.code or 500, messages.get(exc.code, exc.description or exc.name))
+
+
+@api.app_errorhandler(Exception)
+def on_crash(exc: Exception):
+    log.exception("request failed", path=request.path)
+    return error(500, "internal error; the request may not have been carried out")

@@ -1,0 +1,132 @@
+"""The frontend's ear on the bus: one background greenlet that owns the
+frontend's SUB and PUB sockets (``zmq.green``, as everywhere in the frontend,
+which runs on gevent).
+
+It feeds stock changes and heartbeats to the :class:`LookupCache`, leader
+announcements to the :class:`LeaderTracker`, watches the SUB socket's
+connection to the broker with the socket monitor (a closed connection flushes
+the cache at once), and publishes the frontend's own heartbeat, with its
+cache and request figures, for the monitor.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import zmq.green as zmq
+
+from common import sockets
+from common.bus import Publisher, Subscriber
+from common.config import Config
+from common.heartbeat import Liveness, Ticker
+from common.logs import get_logger
+from common.protocol import Heartbeat, LeaderAnnouncement, StockChanged, Topic
+
+from .cache import LookupCache
+from .leader import LeaderTracker
+
+log = get_logger(__name__)
+
+
+class BusWatcher:
+    """Runs until :meth:`stop`.
+
+    :param status: returns the figures to put in each heartbeat.
+    """
+
+    def __init__(self, config: Config, ctx: zmq.Context, name: str, cache: LookupCache | None,
+                 tracker: LeaderTracker, lock: threading.Lock, status: Callable[[], dict]) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.name = name
+        self.cache = cache
+        self.tracker = tracker
+        self.lock = lock
+        self.status = status
+        self.nodes = Liveness(config.heartbeat.window_s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bus-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:  # a dead watcher would silently freeze the cache: say so loudly
+            log.exception("bus watcher crashed; the cache stays off")
+            if self.cache is not None:
+                with self.lock:
+                    self.cache.bus_disconnected()
+
+    def _loop(self) -> None:
+        hb = self.config.heartbeat
+        sub = Subscriber(self.ctx, self.config.broker.xpub.connect, (Topic.HEARTBEAT, Topic.LEADER, Topic.STOCK))
+        pub = Publisher(self.ctx, self.config.broker.xsub.connect, self.name, hb.interval_ms)
+        monitors = {sockets.watch(sub.sock): "sub", sockets.watch(pub.sock): "bus"}
+        poller = zmq.Poller()
+        poller.register(sub.sock, zmq.POLLIN)
+        for monitor in monitors:
+            poller.register(monitor, zmq.POLLIN)
+        beat = Ticker(hb.interval_s, time.monotonic())
+        pub.event("started", cache=self.cache is not None)
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(beat.remaining(time.monotonic()) * 1000))
+                now = time.monotonic()
+                if sub.sock in events:
+                    self._drain(sub, now)
+                for monitor, label in monitors.items():
+                    if monitor in events:
+                        self._socket_events(monitor, label, pub)
+                with self.lock:
+                    if self.cache is not None:
+                        self.cache.tick(now)
+                    self.nodes.expire(now)
+                if beat.due(now):
+                    pub.heartbeat(self.status())
+        finally:
+            pub.event("stopping")
+            for monitor in monitors:
+                sockets.close(monitor)
+            sub.close()
+            pub.close(linger_ms=100)
+
+    def _drain(self, sub: Subscriber, now: float) -> None:
+        for _ in range(1000):
+            if not sub.sock.get(zmq.EVENTS) & zmq.POLLIN:
+                return
+            got = sub.recv_ready()
+            if got is None:
+                continue
+            _topic, msg = got
+            with self.lock:
+                if isinstance(msg, StockChanged):
+                    if self.cache is not None:
+                        self.cache.on_change(msg)
+                elif isinstance(msg, Heartbeat):
+                    self.nodes.heard(msg.node, now, msg.incarnation)
+                    if self.cache is not None:
+                        self.cache.on_heartbeat(msg.node, msg.incarnation, msg.status, now)
+                elif isinstance(msg, LeaderAnnouncement):
+                    if self.tracker.announce(msg.leader, msg.epoch):
+                        log.info("leader changed", leader=msg.leader, epoch=msg.epoch)
+
+    def _socket_events(self, monitor: zmq.Socket, label: str, pub: Publisher) -> None:
+        for _ in range(100):
+            if not monitor.get(zmq.EVENTS) & zmq.POLLIN:
+                return
+            event, endpoint = sockets.read_event(monitor)
+            pub.event("socket", socket=label, event=event, endpoint=endpoint)
+            if label == "sub" and event == "disconnected" and self.cache is not None:
+                with self.lock:
+                    self.cache.bus_disconnected()
+
+    def snapshot(self, now: float) -> dict:
+        return {node: round(self.nodes.age(node, now), 3) for node in self.nodes.nodes()}

@@ -1,0 +1,210 @@
+"""An order replica's I/O loop: sockets around the pure :class:`Replica`.
+
+Sockets, all owned by the one loop thread::
+
+    router   ROUTER, bound   requests from frontends (REQ) and every message
+                             from the other replicas (their DEALERs)
+    peer[p]  DEALER -> p     everything this replica sends to replica p
+    catalog  DEALER -> catalog   trade batches and fences (leader only)
+    bus      PUB -> broker   heartbeats, leader announcements, events
+
+Peer traffic is one-way per socket: a replica sends requests *and* replies
+through its DEALER to the other's ROUTER, so every peer message arrives on the
+router and no socket waits for a reply. DEALERs set ``ZMQ_IMMEDIATE``: a
+message for a peer that is down is dropped at once (Raft resends), not queued
+for its return. Each DEALER carries the socket monitor; a ``disconnected``
+event tells the replica its peer's process is gone without waiting for
+missed heartbeats, which is what makes failover after a SIGKILL fast.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import zmq
+
+from common import codec, rpc, sockets
+from common.bus import Publisher
+from common.config import Config
+from common.errors import RemoteProtocolError
+from common.heartbeat import Ticker
+from common.logs import get_logger
+from common.node import DRAIN_LIMIT, Loop, readable
+from common.protocol import (
+    AppendEntries, AppendReply, Error, ErrorCode, GetOrder, LeaderAnnouncement, PlaceTrade, Topic,
+    TradesApplied, VoteReply, VoteRequest,
+)
+
+from .desk import ToCatalog, ToClient
+from .raft import BecameLeader, CaughtUp, LeaderChanged, SendPeer, SteppedDown, Timing
+from .replica import Replica
+from .store import SqliteLog
+
+log = get_logger(__name__)
+
+PEER_MESSAGES = (AppendEntries, AppendReply, VoteRequest, VoteReply)
+CLIENT_MESSAGES = (PlaceTrade, GetOrder)
+# Test-only crash points (``--failpoint``): the process SIGKILLs itself there.
+FAILPOINTS = ("after-catalog-apply", "before-trade-reply")
+
+
+def timing_from(config: Config) -> Timing:
+    hb = config.heartbeat
+    return Timing(heartbeat_s=hb.interval_s, election_s=hb.window_s, rank_step_s=hb.window_s / 2)
+
+
+class OrderServer:
+    """Replica ``replica_id`` of the order service.
+
+    :param failpoint: one of :data:`FAILPOINTS`, for fault tests only.
+    """
+
+    def __init__(self, config: Config, replica_id: int, ctx: zmq.Context, stop: threading.Event, now: float,
+                 failpoint: str | None = None) -> None:
+        me = config.replica(replica_id)
+        self.me = me
+        self.failpoint = failpoint
+        self.store = SqliteLog(config.data_dir / f"{me.name}.sqlite3")
+        peers = [r for r in config.orders if r.id != me.id]
+        self.replica = Replica(me.id, [p.id for p in peers], self.store, timing_from(config),
+                               config.timeouts.catalog_ms / 1000, now)
+        self.loop = Loop(stop)
+        self.router = sockets.make_socket(ctx, zmq.ROUTER)
+        self.router.bind(me.endpoint.bind)
+        self.loop.add(self.router, self.on_router)
+        self.peers: dict[int, zmq.Socket] = {}
+        self.peer_by_endpoint: dict[str, int] = {}
+        for peer in peers:
+            sock = sockets.make_socket(ctx, zmq.DEALER, immediate=True, identity=me.name)
+            sock.connect(peer.endpoint.connect)
+            self.peers[peer.id] = sock
+            self.peer_by_endpoint[peer.endpoint.connect] = peer.id
+            self.loop.watch(sock, f"peer-{peer.id}", self.on_socket_event)
+        self.catalog = sockets.make_socket(ctx, zmq.DEALER, immediate=True, identity=me.name)
+        self.catalog.connect(config.catalog.endpoint.connect)
+        self.loop.add(self.catalog, self.on_catalog)
+        self.loop.watch(self.catalog, "catalog", self.on_socket_event)
+        self.bus = Publisher(ctx, config.broker.xsub.connect, me.name, config.heartbeat.interval_ms)
+        self.loop.watch(self.bus.sock, "bus", self.on_socket_event)
+        self.beat = Ticker(config.heartbeat.interval_s, now)
+        self.counters = {"trades": 0, "reads": 0, "bad_requests": 0, "dropped_sends": 0}
+        log.info("order replica ready", id=me.id, endpoint=me.endpoint.bind, term=self.replica.raft.term,
+                 last_index=self.store.last_index(), failpoint=failpoint)
+
+    # --- life cycle -------------------------------------------------------------
+
+    def run(self) -> None:
+        self.bus.event("started", last_index=self.store.last_index(), term=self.replica.raft.term)
+        try:
+            self.loop.run(self.tick)
+        finally:
+            self.bus.event("stopping")
+            self.loop.close_all()
+            self.bus.close(linger_ms=100)
+            self.store.close()
+
+    def tick(self, now: float) -> float:
+        self.execute(self.replica.tick(now))
+        if self.beat.due(now):
+            self.heartbeat()
+        return max(0.0, min(self.replica.next_deadline() - now, self.beat.remaining(now)))
+
+    def heartbeat(self) -> None:
+        raft = self.replica.raft
+        status = {**self.replica.snapshot(), "last_txn": self.store.last_txn(), **self.counters}
+        status["down"] = ",".join(map(str, status["down"]))
+        self.bus.heartbeat(status)
+        if raft.is_leader():
+            self.bus.publish(Topic.LEADER, LeaderAnnouncement(
+                leader=self.me.id, epoch=raft.term, endpoint=self.me.endpoint.connect,
+            ))
+
+    # --- inputs -----------------------------------------------------------------
+
+    def on_router(self) -> None:
+        now = time.monotonic()
+        for _ in range(DRAIN_LIMIT):
+            if not readable(self.router):
+                return
+            got = rpc.recv_request(self.router)
+            if got is None:
+                self.counters["bad_requests"] += 1
+                continue
+            envelope, msg = got
+            if isinstance(msg, RemoteProtocolError):
+                self.counters["bad_requests"] += 1
+                log.warning("bad request", error=str(msg))
+                rpc.send_reply(self.router, envelope, Error(ErrorCode.BAD_REQUEST, str(msg)))
+            elif isinstance(msg, PEER_MESSAGES):
+                self.execute(self.replica.on_peer(msg, now))
+            elif isinstance(msg, CLIENT_MESSAGES):
+                self.counters["trades" if isinstance(msg, PlaceTrade) else "reads"] += 1
+                self.execute(self.replica.on_client(envelope, msg, now))
+            else:
+                self.counters["bad_requests"] += 1
+                rpc.send_reply(self.router, envelope, Error(
+                    ErrorCode.BAD_REQUEST, f"{msg.MSG!r} is not an order-service request"))
+
+    def on_catalog(self) -> None:
+        now = time.monotonic()
+        for _ in range(DRAIN_LIMIT):
+            if not readable(self.catalog):
+                return
+            frames = self.catalog.recv_multipart(zmq.NOBLOCK)
+            try:
+                msg = codec.decode(frames[-1])
+            except RemoteProtocolError as exc:
+                log.warning("bad reply from the catalog", error=str(exc))
+                continue
+            if self.failpoint == "after-catalog-apply" and isinstance(msg, TradesApplied):
+                if any(o.status == "ok" and o.stock is not None for o in msg.outcomes):
+                    self._crash("the catalog applied a batch the log does not hold yet")
+            self.execute(self.replica.on_catalog(msg, now))
+
+    def on_socket_event(self, label: str, event: str, endpoint: str) -> None:
+        self.bus.event("socket", socket=label, event=event, endpoint=endpoint)
+        peer = self.peer_by_endpoint.get(endpoint) if label.startswith("peer-") else None
+        if peer is None:
+            return
+        if event == "disconnected":
+            self.execute(self.replica.peer_down(peer, time.monotonic()))
+        elif event == "handshake_succeeded":
+            self.execute(self.replica.peer_up(peer, time.monotonic()))
+
+    # --- outputs ----------------------------------------------------------------
+
+    def execute(self, outputs: list) -> None:
+        for out in outputs:
+            if isinstance(out, SendPeer):
+                self._send(self.peers.get(out.peer), out.msg)
+            elif isinstance(out, ToClient):
+                if self.failpoint == "before-trade-reply" and out.msg.MSG == "trade_done":
+                    self._crash("a trade committed but its reply was not sent")
+                rpc.send_reply(self.router, out.ref, out.msg)
+            elif isinstance(out, ToCatalog):
+                self._send(self.catalog, out.msg)
+            elif isinstance(out, BecameLeader):
+                self.bus.event("leader_elected", leader=self.me.id, epoch=out.term,
+                               last_index=self.store.last_index())
+                self.heartbeat()
+            elif isinstance(out, SteppedDown):
+                self.bus.event("stepped_down", epoch=out.term)
+            elif isinstance(out, LeaderChanged):
+                self.bus.event("leader_changed", leader=out.leader, epoch=out.term)
+            elif isinstance(out, CaughtUp):
+                self.bus.event("caught_up", index=out.index, leader=self.replica.raft.leader)
+
+    def _send(self, sock: zmq.Socket | None, msg) -> None:
+        if sock is None:
+            return
+        try:
+            sock.send_multipart([b"", codec.encode(msg)], zmq.NOBLOCK)
+        except zmq.Again:
+            self.counters["dropped_sends"] += 1
+
+    def _crash(self, why: str) -> None:
+        log.warning("failpoint: killing myself", failpoint=self.failpoint, why=why)
+        os.kill(os.getpid(), signal.SIGKILL)

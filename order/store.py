@@ -1,0 +1,157 @@
+"""The order log in SQLite: the :class:`order.log.LogStore` of a real replica.
+
+Tables::
+
+    log(idx PK, term, txn UNIQUE, request_id UNIQUE, name, quantity, side, seq)
+    meta(key PK, value)     -- 'term' and 'voted_for' (Raft's hard state)
+
+A no-op entry has NULL trade columns. The UNIQUE constraints are a last line
+of defence: a second entry for one request id or transaction number cannot
+be written, whatever the code above does.
+
+WAL mode with ``synchronous=FULL``: :meth:`SqliteLog.append` and
+:meth:`SqliteLog.save_hard_state` return after the commit reached the disk,
+which is what lets a replica acknowledge entries and votes (a vote forgotten
+in a crash could elect two leaders in one term). One call writes a whole
+batch in one transaction (group commit).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from common.protocol import LogEntry, TradeRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS log (
+    idx        INTEGER PRIMARY KEY,
+    term       INTEGER NOT NULL,
+    txn        INTEGER UNIQUE,
+    request_id TEXT UNIQUE,
+    name       TEXT,
+    quantity   INTEGER,
+    side       TEXT,
+    seq        INTEGER
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER
+);
+"""
+
+_COLUMNS = "idx, term, txn, request_id, name, quantity, side, seq"
+
+
+def _entry(row: tuple) -> LogEntry:
+    idx, term, txn, request_id, name, quantity, side, seq = row
+    trade = None if txn is None else TradeRecord(txn, request_id, name, quantity, side, seq)
+    return LogEntry(index=idx, term=term, trade=trade)
+
+
+class SqliteLog:
+    """A replica's durable log. Use from one thread only.
+
+    :param path: the SQLite file; created if missing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        row = self.db.execute("SELECT idx, term FROM log ORDER BY idx DESC LIMIT 1").fetchone()
+        self._last_index, self._last_term = row if row else (0, 0)
+        self._last_txn = self.db.execute("SELECT COALESCE(MAX(txn), -1) FROM log").fetchone()[0]
+        self._max_seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
+
+    def hard_state(self) -> tuple[int, int | None]:
+        rows = dict(self.db.execute("SELECT key, value FROM meta WHERE key IN ('term', 'voted_for')"))
+        return rows.get("term", 0), rows.get("voted_for")
+
+    def save_hard_state(self, term: int, voted_for: int | None) -> None:
+        self.db.execute("BEGIN")
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('term', ?)", (term,))
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('voted_for', ?)", (voted_for,))
+        self.db.execute("COMMIT")
+
+    def last_index(self) -> int:
+        return self._last_index
+
+    def last_term(self) -> int:
+        return self._last_term
+
+    def term_at(self, index: int) -> int | None:
+        if index == 0:
+            return 0
+        if index == self._last_index:
+            return self._last_term
+        if index > self._last_index or index < 0:
+            return None
+        row = self.db.execute("SELECT term FROM log WHERE idx = ?", (index,)).fetchone()
+        return None if row is None else row[0]
+
+    def first_index_of_term(self, term: int) -> int:
+        # Terms never decrease along a log, so a binary search finds the first.
+        lo, hi = 1, self._last_index + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if (self.term_at(mid) or 0) < term:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def entries(self, lo: int, hi: int) -> list[LogEntry]:
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM log WHERE idx BETWEEN ? AND ? ORDER BY idx", (lo, hi)
+        ).fetchall()
+        return [_entry(r) for r in rows]
+
+    def append(self, entries: list[LogEntry], truncate_from: int | None = None) -> None:
+        rows = []
+        for e in entries:
+            t = e.trade
+            rows.append((e.index, e.term) + ((None,) * 6 if t is None else
+                                             (t.txn, t.request_id, t.name, t.quantity, t.side, t.seq)))
+        expected = (self._last_index if truncate_from is None else truncate_from - 1) + 1
+        if entries and entries[0].index != expected:
+            raise ValueError(f"entry {entries[0].index} does not follow {expected - 1}")
+        self.db.execute("BEGIN")
+        try:
+            if truncate_from is not None:
+                self.db.execute("DELETE FROM log WHERE idx >= ?", (truncate_from,))
+            self.db.executemany(f"INSERT INTO log({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        if truncate_from is not None:
+            self._refresh()
+        elif entries:
+            self._last_index, self._last_term = entries[-1].index, entries[-1].term
+            for e in entries:
+                if e.trade is not None:
+                    self._last_txn = max(self._last_txn, e.trade.txn)
+                    self._max_seq = max(self._max_seq, e.trade.seq)
+
+    def by_request(self, request_id: str) -> LogEntry | None:
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM log WHERE request_id = ?", (request_id,)).fetchone()
+        return None if row is None else _entry(row)
+
+    def by_txn(self, txn: int) -> LogEntry | None:
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM log WHERE txn = ?", (txn,)).fetchone()
+        return None if row is None else _entry(row)
+
+    def last_txn(self) -> int:
+        return self._last_txn
+
+    def max_seq(self) -> int:
+        return self._max_seq
+
+    def close(self) -> None:
+        self.db.close()

@@ -76,6 +76,7 @@ class BusWatcher:
             poller.register(monitor, zmq.POLLIN)
         beat = Ticker(hb.interval_s, time.monotonic())
         pub.event("started", cache=self.cache is not None)
+        flushes = 0
         try:
             while not self._stop.is_set():
                 events = dict(poller.poll(beat.remaining(time.monotonic()) * 1000))
@@ -88,6 +89,9 @@ class BusWatcher:
                 with self.lock:
                     if self.cache is not None:
                         self.cache.tick(now)
+                        if self.cache.stats.flushes != flushes:
+                            flushes = self.cache.stats.flushes
+                            pub.event("cache_flushed", reason=self.cache.last_flush_reason, flushes=flushes)
                     self.nodes.expire(now)
                 if beat.due(now):
                     pub.heartbeat(self.status())

@@ -1,0 +1,364 @@
+"""A whole Bazaar cluster of real processes on free loopback ports, for tests.
+
+:class:`Cluster` writes a config.toml with fresh ports and a data directory
+under the test's temporary directory, starts every node as ``python -m
+<node>`` in a process group of its own, and hands out :class:`Node` handles
+to kill (SIGKILL), pause (SIGSTOP), resume (SIGCONT), stop (SIGTERM) and
+restart any of them. :meth:`Cluster.close` SIGKILLs whatever is left, so a
+failing test never leaves processes behind.
+
+Waiting is always on a condition (an HTTP answer, a heartbeat, a log line)
+with a bound, never a fixed sleep: see :func:`wait_until`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Timeout(AssertionError):
+    pass
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something truthy; return that.
+
+    :raises Timeout: naming ``what`` after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise Timeout(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free TCP ports on 127.0.0.1 (held open until all are found)."""
+    socks, ports = [], []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+@dataclass
+class Node:
+    """One node process. ``argv`` follows the python executable."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str]
+    proc: subprocess.Popen | None = None
+    starts: int = 0
+
+    def start(self, extra: list[str] | None = None) -> Node:
+        if self.alive:
+            raise RuntimeError(f"{self.name} already runs")
+        self.starts += 1
+        log = self.log_path.open("ab")
+        log.write(f"--- start #{self.starts} ---\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            [sys.executable, *self.argv, *(extra or [])], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=self.env, start_new_session=True,
+        )
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        """SIGKILL the node's whole process group and reap it."""
+        if self.proc is not None:
+            self.signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the node hangs with its connections open."""
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+
+    def stop(self, timeout: float = 10) -> int:
+        """SIGTERM and wait for a clean exit; returns the exit status."""
+        assert self.proc is not None
+        self.signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def restart(self, extra: list[str] | None = None) -> Node:
+        self.kill()
+        return self.start(extra)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, text: str, timeout: float = 10, after: int = 0) -> int:
+        """Wait for ``text`` in the log past offset ``after``; returns its offset."""
+        def found() -> int | None:
+            pos = self.log().find(text, after)
+            return pos + 1 if pos >= 0 else None
+
+        return wait_until(found, timeout, f"{text!r} in {self.name}'s log") - 1
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str]
+    elapsed: float
+
+    @property
+    def data(self) -> Any:
+        return self.body.get("data") if isinstance(self.body, dict) else None
+
+    @property
+    def error(self) -> Any:
+        return self.body.get("error") if isinstance(self.body, dict) else None
+
+
+class Http:
+    """A keep-alive HTTP client for one frontend (one connection: not thread-safe)."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.port = port
+        self.timeout = timeout
+        self.conn: http.client.HTTPConnection | None = None
+
+    def request(self, method: str, path: str, body: Any = None, headers: dict | None = None,
+                raw: bytes | None = None) -> Reply:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+            start = time.monotonic()
+            try:
+                self.conn.request(method, path, body=data, headers=hdrs)
+                resp = self.conn.getresponse()
+                payload = resp.read()
+            except (ConnectionError, http.client.HTTPException, OSError):
+                self.close()
+                if attempt == 2:
+                    raise
+                continue
+            elapsed = time.monotonic() - start
+            try:
+                parsed = json.loads(payload) if payload else None
+            except ValueError:
+                parsed = payload
+            return Reply(resp.status, parsed, dict(resp.getheaders()), elapsed)
+        raise AssertionError("unreachable")
+
+    def get(self, path: str, **kw) -> Reply:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw) -> Reply:
+        return self.request("POST", path, body, **kw)
+
+    def delete(self, path: str, **kw) -> Reply:
+        return self.request("DELETE", path, **kw)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+@dataclass
+class Cluster:
+    """A cluster under ``workdir``. Use :func:`start_cluster` or the
+    ``cluster_factory`` fixture rather than building one by hand.
+
+    :param settings: extra config.toml keys, ``{"heartbeat": {"interval_ms": 50}}``.
+    """
+
+    workdir: Path
+    replicas: int = 3
+    frontends: int = 1
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    frontend_args: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        ports = free_ports(4 + self.replicas + self.frontends)
+        self.ports = {
+            "xsub": ports[0], "xpub": ports[1], "catalog": ports[2],
+            **{f"order-{i}": ports[2 + i] for i in range(1, self.replicas + 1)},
+        }
+        self.http_ports = ports[3 + self.replicas:]
+        self.config_path = self.workdir / "config.toml"
+        self.config_path.write_text(self.config_text())
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("BAZAAR_LOG_FORMAT", None)
+        base = ["--config", str(self.config_path)]
+        logs = self.workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        self.nodes: dict[str, Node] = {}
+
+        def add(name: str, argv: list[str]) -> None:
+            self.nodes[name] = Node(name, argv, logs / f"{name}.log", env)
+
+        add("broker", ["-m", "broker", *base])
+        add("catalog", ["-m", "catalog", *base])
+        for i in range(1, self.replicas + 1):
+            add(f"order-{i}", ["-m", "order", *base, "--id", str(i)])
+        for k, port in enumerate(self.http_ports, start=1):
+            name = "frontend" if k == 1 else f"frontend-{k}"
+            add(name, ["-m", "frontend", *base, "--port", str(port), "--name", name, *self.frontend_args])
+        self.clients: list[Http] = []
+
+    def config_text(self) -> str:
+        s = {
+            "cluster": {"data_dir": str(self.workdir / "data"), "log_level": "info"},
+            "heartbeat": {"interval_ms": 100, "liveness": 3},
+            "timeouts": {"request_ms": 1000, "lookup_attempts": 2, "trade_deadline_ms": 4000, "catalog_ms": 300},
+            "broker": {"xsub": f"tcp://127.0.0.1:{self.ports['xsub']}",
+                       "xpub": f"tcp://127.0.0.1:{self.ports['xpub']}"},
+            "catalog": {"endpoint": f"tcp://127.0.0.1:{self.ports['catalog']}",
+                        "stocks_csv": str(ROOT / "catalog" / "stocks.csv")},
+            "frontend": {"host": "127.0.0.1", "port": self.http_ports[0], "cache": True, "cache_size": 10},
+        }
+        for section, values in self.settings.items():
+            s.setdefault(section, {}).update(values)
+        lines = []
+        for section, values in s.items():
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+        for i in range(1, self.replicas + 1):
+            lines += ["[[order]]", f"id = {i}", f'endpoint = "tcp://127.0.0.1:{self.ports[f"order-{i}"]}"']
+        return "\n".join(lines) + "\n"
+
+    # --- life cycle -------------------------------------------------------------
+
+    def start(self, timeout: float = 30) -> Cluster:
+        for node in self.nodes.values():
+            node.start()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> dict:
+        """Until every frontend knows a leader and has heard every node."""
+        names = {n for n in self.nodes if not n.startswith("frontend")}
+
+        def ready() -> dict | None:
+            for port in self.http_ports:
+                try:
+                    stats = self.http(port).get("/stats").data
+                except OSError:
+                    return None
+                if not stats or stats["leader"]["leader"] is None or not names <= set(stats["heard"]):
+                    return None
+            return stats
+
+        return wait_until(ready, timeout, "the cluster to come up")
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        for node in self.nodes.values():
+            node.kill()
+
+    # --- handles ------------------------------------------------------------------
+
+    def node(self, name: str) -> Node:
+        return self.nodes[name]
+
+    def replica(self, i: int) -> Node:
+        return self.nodes[f"order-{i}"]
+
+    @property
+    def frontend(self) -> Node:
+        return self.nodes["frontend"]
+
+    def http(self, port: int | None = None) -> Http:
+        client = Http(port or self.http_ports[0])
+        self.clients.append(client)
+        return client
+
+    @property
+    def api(self) -> Http:
+        if not hasattr(self, "_api"):
+            self._api = self.http()
+        return self._api
+
+    def endpoint(self, name: str) -> str:
+        return f"tcp://127.0.0.1:{self.ports[name]}"
+
+    # --- state, read straight from the databases -----------------------------
+
+    def stats(self, port: int | None = None) -> dict:
+        return self.http(port).get("/stats").data
+
+    def leader(self, timeout: float = 10) -> int:
+        """The replica every live replica's database agrees leads (from the
+        frontend's view, confirmed by a heartbeat)."""
+        return wait_until(lambda: self.api.get("/stats").data["leader"]["leader"], timeout, "a leader")
+
+    def order_log(self, i: int) -> list[tuple]:
+        """Replica ``i``'s trades: ``(txn, request_id, name, quantity, side)`` by index."""
+        path = self.workdir / "data" / f"order-{i}.sqlite3"
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute(
+                "SELECT txn, request_id, name, quantity, side FROM log WHERE txn IS NOT NULL ORDER BY idx"
+            ).fetchall()
+
+    def stocks(self) -> dict[str, tuple[float, int, int, int]]:
+        """The catalog's table: ``name -> (price, quantity, volume, version)``."""
+        path = self.workdir / "data" / "catalog.sqlite3"
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            return {r[0]: tuple(r[1:]) for r in db.execute("SELECT name, price, quantity, volume, version FROM stocks")}
+
+    def journal(self) -> list[tuple]:
+        """The catalog's applied trades: ``(seq, request_id, name, quantity, side)``."""
+        path = self.workdir / "data" / "catalog.sqlite3"
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute(
+                "SELECT seq, request_id, name, quantity, side FROM journal WHERE seq IS NOT NULL ORDER BY seq"
+            ).fetchall()
+
+
+def initial_stocks() -> dict[str, int]:
+    import csv
+
+    with (ROOT / "catalog" / "stocks.csv").open() as fh:
+        return {row["name"]: int(row["quantity"]) for row in csv.DictReader(fh)}

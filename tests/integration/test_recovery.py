@@ -1,0 +1,174 @@
+"""Durability, unavailability and bad input at the process level.
+
+Nodes are killed with SIGKILL, never asked politely; garbage goes straight to
+the ZeroMQ sockets of the catalog and of an order replica.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgpack
+import pytest
+import zmq
+
+from common import codec
+from common.protocol import ApplyTrades, Lookup, PlaceTrade, StockInfo, TradeItem
+from tests.harness.cluster import wait_until
+
+pytestmark = pytest.mark.slow
+
+FAST = {"timeouts": {"request_ms": 300, "lookup_attempts": 2, "trade_deadline_ms": 1500, "catalog_ms": 200}}
+
+
+def trade(api, name, quantity, side):
+    return api.post("/orders", {"name": name, "quantity": quantity, "type": side})
+
+
+def test_catalog_and_order_state_survive_sigkill_and_restart(cluster_factory):
+    cluster = cluster_factory()
+    done = [trade(cluster.api, "GameStart", q, side).data for q, side in ((5, "buy"), (2, "sell"), (9, "buy"))]
+    assert all(done)
+    stocks_before = cluster.stocks()
+    for name in ("catalog", "order-1", "order-2", "order-3"):
+        cluster.node(name).kill()
+    for name in ("catalog", "order-1", "order-2", "order-3"):
+        cluster.node(name).start()
+    cluster.wait_ready()
+
+    assert cluster.stocks() == stocks_before
+    quantity = wait_until(lambda: cluster.api.get("/stocks/GameStart").data, 10, "a lookup")["quantity"]
+    assert quantity == 100 - 5 + 2 - 9
+    for order in done:
+        reply = wait_until(lambda o=order: cluster.api.get(f"/orders/{o['transaction_number']}").data, 10,
+                           "the order after restart")
+        assert reply == order
+    # Numbering continues where it stopped.
+    assert trade(cluster.api, "GameStart", 1, "sell").data["transaction_number"] == done[-1]["transaction_number"] + 1
+
+
+def test_catalog_down_gives_503_within_the_timeout_then_recovers_by_itself(cluster_factory):
+    cluster = cluster_factory(settings=FAST)
+    cluster.node("catalog").kill()
+    reply = cluster.api.get("/stocks/TorcJewels")  # never looked up: not cached
+    assert reply.status == 503
+    assert reply.error == {"code": 503, "message": reply.error["message"]}
+    assert "catalog" in reply.error["message"]
+    assert reply.elapsed < 0.3 * 2 + 1.0  # two attempts of request_ms, plus slack for a busy machine
+    cluster.node("catalog").start()
+    recovered = wait_until(lambda: cluster.api.get("/stocks/TorcJewels").status == 200, 15, "lookups to recover")
+    assert recovered
+
+
+def test_order_service_down_gives_503_within_the_deadline_then_recovers(cluster_factory):
+    cluster = cluster_factory(settings=FAST)
+    for i in (1, 2, 3):
+        cluster.replica(i).kill()
+    reply = trade(cluster.api, "FishCo", 1, "buy")
+    assert reply.status == 503
+    assert reply.error["code"] == 503
+    assert reply.elapsed < 1.5 + 1.5
+    assert cluster.api.get("/orders/0").status == 503
+    for i in (1, 2, 3):
+        cluster.replica(i).start()
+    done = wait_until(lambda: trade(cluster.api, "FishCo", 1, "buy").data, 20, "trades to recover")
+    assert done["name"] == "FishCo"
+
+
+# --- garbage on the ZeroMQ sockets -------------------------------------------------
+
+GARBAGE_FRAMES = [
+    [b"no envelope at all"],
+    [b"a", b"b", b"c"],
+    [b"", b"\xc1\xc1\xc1"],                                      # not msgpack
+    [b"", msgpack.packb([1, 2, 3])],                             # not a map
+    [b"", msgpack.packb({"v": 99, "msg": "lookup", "name": "FishCo"})],
+    [b"", msgpack.packb({"v": 1, "msg": "no_such_message"})],
+    [b"", msgpack.packb({"v": 1, "msg": "lookup", "name": 12})],
+    [b"", msgpack.packb({"v": 1, "msg": "lookup"})],
+    [b"", msgpack.packb({"v": 1, "msg": "place_trade", "request_id": "r", "name": "FishCo",
+                         "quantity": 2**63, "side": "buy"})],
+    [b"", msgpack.packb({"v": 1, "msg": "apply_trades", "epoch": 1, "batch": 1, "trades": [{"x": 1}]})],
+    [b"", msgpack.packb({1: 2})],
+    [b"", b""],
+    [b"", codec.encode(StockInfo("FishCo", 1.0, 1, 1, 1, 1))],   # a valid message, wrong direction
+    [b"", codec.encode(PlaceTrade("r-bad", "FishCo", 0, "buy"))],  # zero quantity
+    [b"", codec.encode(PlaceTrade("r-bad", "FishCo", 1, "hold"))],
+    [b"", codec.encode(ApplyTrades(1, 1, [TradeItem("r-bad", "FishCo", -1, "buy")]))],
+]
+
+
+def _send_garbage(endpoint: str) -> list[dict]:
+    """Send every garbage message on one DEALER; collect the error replies."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    replies = []
+    try:
+        for frames in GARBAGE_FRAMES:
+            sock.send_multipart(frames)
+        while sock.poll(1000):
+            frames = sock.recv_multipart()
+            replies.append(msgpack.unpackb(frames[-1]))
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+    return replies
+
+
+def _healthy_lookup(endpoint: str) -> bool:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        sock.send(codec.encode(Lookup("FishCo")))
+        return bool(sock.poll(2000)) and isinstance(codec.decode(sock.recv()), StockInfo)
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+@pytest.mark.parametrize("target", ["catalog", "leader", "follower"])
+def test_garbage_frames_get_an_error_or_are_dropped_and_the_node_keeps_serving(cluster_factory, target):
+    cluster = cluster_factory()
+    assert trade(cluster.api, "FishCo", 3, "buy").status == 200
+    leader = cluster.leader()
+    name = {"catalog": "catalog", "leader": f"order-{leader}",
+            "follower": f"order-{1 if leader != 1 else 2}"}[target]
+    stocks, journal = cluster.stocks(), cluster.journal()
+    logs = {i: cluster.order_log(i) for i in (1, 2, 3)}
+
+    replies = _send_garbage(cluster.endpoint(name))
+
+    assert replies, "some garbage deserves an error reply"
+    for reply in replies:
+        assert reply["msg"] == "error" and reply["v"] == 1
+        assert reply["code"] in ("bad_request", "not_leader")
+    assert len(replies) <= len(GARBAGE_FRAMES) - 2  # messages without an envelope are dropped
+    assert cluster.node(name).alive
+    if name == "catalog":
+        assert _healthy_lookup(cluster.endpoint("catalog"))
+    assert cluster.stocks() == stocks and cluster.journal() == journal
+    assert {i: cluster.order_log(i) for i in (1, 2, 3)} == logs
+    # The whole system still trades.
+    assert trade(cluster.api, "FishCo", 1, "sell").status == 200
+
+
+def test_a_message_over_the_size_limit_closes_only_that_connection(cluster_factory):
+    cluster = cluster_factory()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(cluster.endpoint("catalog"))
+    try:
+        sock.send_multipart([b"", b"\x00" * (5 * 1024 * 1024)])
+        deadline = time.monotonic() + 1  # no reply is expected: the catalog drops the connection
+        while time.monotonic() < deadline and not sock.poll(100):
+            pass
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+    assert cluster.node("catalog").alive
+    assert cluster.api.get("/stocks/FishCo").status == 200

@@ -217,6 +217,7 @@ class Cluster:
     frontends: int = 1
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     frontend_args: list[str] = field(default_factory=list)
+    first_start_args: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -271,8 +272,9 @@ class Cluster:
     # --- life cycle -------------------------------------------------------------
 
     def start(self, timeout: float = 30) -> Cluster:
-        for node in self.nodes.values():
-            node.start()
+        """Start every node (``first_start_args`` apply to this start only)."""
+        for name, node in self.nodes.items():
+            node.start(self.first_start_args.get(name))
         self.wait_ready(timeout)
         return self
 

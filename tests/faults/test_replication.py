@@ -1,0 +1,279 @@
+"""Order replicas killed with SIGKILL under a load of concurrent trades.
+
+Each scenario runs trading clients through the HTTP API, kills replicas at
+chosen moments, lets the load finish, then settles unknown outcomes with
+their Idempotency-Keys and checks every promise on the recorded history and
+the final databases (tests/harness/checker.py): no acknowledged trade lost or
+changed, no duplicate, no gap, identical logs on every replica, reads agree,
+and for every stock the catalog equals initial - buys + sells over the log.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import zmq
+
+from common import codec
+from common.protocol import PlaceTrade
+from tests.harness.bus import BusTap
+from tests.harness.checker import assert_promises_kept
+from tests.harness.cluster import initial_stocks, wait_until
+from tests.harness.history import History, Load
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def trading(cluster_factory):
+    """A cluster, a bus tap, a history, and a load ready to start."""
+    cluster = cluster_factory()
+    tap = BusTap(cluster)
+    history = History()
+    load = Load(history, cluster.http_ports, clients=4, max_ops=600, max_seconds=40)
+    yield cluster, tap, history, load
+    load.stop()
+    tap.close()
+
+
+def acked_after(history: History, count: int, timeout: float = 20) -> None:
+    """Wait until ``count`` more trades are acknowledged than now."""
+    target = len(history.by_status("ok")) + count
+    wait_until(lambda: len(history.by_status("ok")) >= target, timeout, f"{count} more acknowledged trades")
+
+
+def kill(cluster, history, replica: int) -> None:
+    history.note(f"SIGKILL order-{replica}")
+    cluster.replica(replica).kill()
+
+
+def restart(cluster, history, replica: int) -> None:
+    history.note(f"restart order-{replica}")
+    cluster.replica(replica).start()
+
+
+class TestLeaderKilled:
+    """The leader dies mid-request while trades keep coming."""
+
+    def test_normal(self, trading):
+        cluster, tap, history, load = trading
+        load.start()
+        acked_after(history, 30)
+        leader, epoch = tap.wait_leader()
+        kill(cluster, history, leader)
+        new, new_epoch = tap.wait_leader(other_than=leader, min_epoch=epoch + 1)
+        assert new != leader and new_epoch > epoch
+        acked_after(history, 30)
+        load.stop()
+        restart(cluster, history, leader)
+        assert_promises_kept(cluster, history)
+
+    def test_old_leader_restarted_follows(self, trading):
+        cluster, tap, history, load = trading
+        load.start()
+        acked_after(history, 20)
+        leader, epoch = tap.wait_leader()
+        kill(cluster, history, leader)
+        new, _ = tap.wait_leader(other_than=leader, min_epoch=epoch + 1)
+        acked_after(history, 20)
+        since = time.monotonic()
+        restart(cluster, history, leader)
+        tap.wait_event("caught_up", f"order-{leader}", since=since, timeout=15)
+        acked_after(history, 20)
+        assert tap.leader()[0] == new  # the old leader follows; it does not take over
+        load.stop()
+        assert_promises_kept(cluster, history)
+
+
+class TestFollowerKilled:
+    """A follower dies; the leader keeps committing with the other one."""
+
+    def test_normal(self, trading):
+        cluster, tap, history, load = trading
+        load.start()
+        acked_after(history, 20)
+        leader, _ = tap.wait_leader()
+        follower = next(i for i in (1, 2, 3) if i != leader)
+        kill(cluster, history, follower)
+        acked_after(history, 30)
+        assert tap.leader()[0] == leader
+        load.stop()
+        restart(cluster, history, follower)
+        assert_promises_kept(cluster, history)
+
+    def test_restarted_and_caught_up(self, trading):
+        cluster, tap, history, load = trading
+        load.start()
+        acked_after(history, 10)
+        leader, _ = tap.wait_leader()
+        follower = next(i for i in (1, 2, 3) if i != leader)
+        kill(cluster, history, follower)
+        acked_after(history, 60)  # the follower falls well behind
+        since = time.monotonic()
+        restart(cluster, history, follower)
+        event = tap.wait_event("caught_up", f"order-{follower}", since=since, timeout=15)
+        assert event.detail["index"] > 0
+        acked_after(history, 20)
+        load.stop()
+        assert_promises_kept(cluster, history)
+
+
+class TestTwoKills:
+    """Two replicas die in a row: with one left there is no majority, so
+    trades wait (and answer 503); when one comes back, trading resumes."""
+
+    def test_normal(self, trading):
+        cluster, tap, history, load = trading
+        load.start()
+        acked_after(history, 20)
+        first, epoch = tap.wait_leader()
+        kill(cluster, history, first)
+        second, _ = tap.wait_leader(other_than=first, min_epoch=epoch + 1)
+        acked_after(history, 20)
+        kill(cluster, history, second)
+        restart(cluster, history, first)
+        acked_after(history, 30, timeout=30)
+        load.stop()
+        restart(cluster, history, second)
+        assert_promises_kept(cluster, history)
+
+
+class TestKillRestartKill:
+    """The case every public implementation of the lab fails: kill the
+    leader, restart it, then kill the new leader, under load. The restarted
+    replica must not lead with a stale log and reuse transaction numbers."""
+
+    @pytest.mark.parametrize("moment", ["after-catch-up", "right-after-restart", "before-catch-up"])
+    def test_normal(self, trading, moment):
+        cluster, tap, history, load = trading
+        load.start()
+        acked_after(history, 20)
+        first, epoch = tap.wait_leader()
+        kill(cluster, history, first)
+        second, epoch2 = tap.wait_leader(other_than=first, min_epoch=epoch + 1)
+        acked_after(history, 40)  # the dead replica misses these
+        since = time.monotonic()
+        if moment == "before-catch-up":
+            # Hang the new leader first, so the restarted replica cannot catch
+            # up: it comes back with a stale log and, being the highest id,
+            # campaigns first. Only the third replica holds the whole history.
+            history.note(f"SIGSTOP order-{second}")
+            cluster.replica(second).pause()
+        restart(cluster, history, first)
+        if moment == "after-catch-up":
+            tap.wait_event("caught_up", f"order-{first}", since=since, timeout=15)
+        elif moment == "before-catch-up":
+            # The election happens while the leader hangs, then it dies for good.
+            tap.wait_leader(other_than=second, min_epoch=epoch2 + 1, timeout=15)
+        kill(cluster, history, second)
+        tap.wait_leader(other_than=second, min_epoch=epoch2 + 1, timeout=15)
+        acked_after(history, 40, timeout=30)
+        load.stop()
+        restart(cluster, history, second)
+        assert_promises_kept(cluster, history)
+
+
+def _place_directly(endpoint: str, trade: PlaceTrade, timeout_ms: int = 2000):
+    """One trade straight to a replica, sent once and never retried."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        sock.send(codec.encode(trade))
+        return codec.decode(sock.recv()) if sock.poll(timeout_ms) else None
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+def _armed_cluster(cluster_factory, failpoint: str):
+    """A cluster whose replicas all die at ``failpoint`` (on their first start
+    only; restarts are unarmed): whichever leads first is the one that dies."""
+    args = ["--failpoint", failpoint]
+    cluster = cluster_factory(first_start_args={f"order-{i}": args for i in (1, 2, 3)})
+    tap = BusTap(cluster)
+    leader, epoch = tap.wait_leader()
+    return cluster, tap, leader, epoch
+
+
+def _assert_conserved(cluster, log) -> None:
+    stocks = cluster.stocks()
+    for name, initial in initial_stocks().items():
+        expect = initial + sum(q if s == "sell" else -q for _, _, n, q, s in log if n == name)
+        assert stocks[name][1] == expect, name
+
+
+class TestLeaderDiesBetweenCatalogAndLog:
+    """The leader is killed after the catalog applied a trade and before the
+    log holds it (a failpoint: the process SIGKILLs itself right there). The
+    next leader must adopt the trade from the catalog's journal: it ends up in
+    the log exactly once, whether or not anybody retries."""
+
+    def test_client_never_retries(self, cluster_factory):
+        cluster, tap, leader, epoch = _armed_cluster(cluster_factory, "after-catalog-apply")
+        try:
+            before = cluster.stocks()["FishCo"][1]
+            reply = _place_directly(cluster.endpoint(f"order-{leader}"),
+                                    PlaceTrade("lonely-1", "FishCo", 4, "buy"), timeout_ms=1000)
+            assert reply is None  # the leader died before answering
+            wait_until(lambda: not cluster.replica(leader).alive, 10, "the failpoint to kill the leader")
+            assert cluster.stocks()["FishCo"][1] == before - 4  # the catalog did apply it
+            tap.wait_leader(other_than=leader, min_epoch=epoch + 1, timeout=15)
+            survivor = next(i for i in (1, 2, 3) if i != leader)
+            wait_until(lambda: any(r[1] == "lonely-1" for r in cluster.order_log(survivor)), 15,
+                       "the new leader to adopt the trade")
+            cluster.replica(leader).start()  # unarmed now
+            wait_until(lambda: all(cluster.order_log(i) == cluster.order_log(survivor) for i in (1, 2, 3)), 15,
+                       "identical logs")
+            log = cluster.order_log(survivor)
+            assert [r[1] for r in log].count("lonely-1") == 1
+            assert [r[0] for r in log] == list(range(len(log)))
+            txn = next(r[0] for r in log if r[1] == "lonely-1")
+            assert cluster.api.get(f"/orders/{txn}").data == {
+                "transaction_number": txn, "name": "FishCo", "quantity": 4, "type": "buy"}
+            _assert_conserved(cluster, log)
+        finally:
+            tap.close()
+
+    def test_through_the_frontend_the_trade_is_acknowledged_once(self, cluster_factory):
+        cluster, tap, leader, _ = _armed_cluster(cluster_factory, "after-catalog-apply")
+        try:
+            body = {"name": "BoarCo", "quantity": 2, "type": "sell"}
+            reply = cluster.api.post("/orders", body, headers={"Idempotency-Key": "through-frontend-1"})
+            assert reply.status == 200  # the frontend retried on the new leader, which had adopted it
+            assert not cluster.replica(leader).alive
+            again = cluster.api.post("/orders", body, headers={"Idempotency-Key": "through-frontend-1"})
+            assert again.data == reply.data
+            survivor = next(i for i in (1, 2, 3) if i != leader)
+            log = cluster.order_log(survivor)
+            assert [r[1] for r in log].count("through-frontend-1") == 1
+            assert cluster.stocks()["BoarCo"][1] == 102
+            _assert_conserved(cluster, log)
+        finally:
+            tap.close()
+
+
+class TestReplyLost:
+    """A trade commits on a majority but its reply is lost (the leader dies
+    right before answering); the retry with the same key finds the one trade."""
+
+    def test_normal(self, cluster_factory):
+        cluster, tap, leader, epoch = _armed_cluster(cluster_factory, "before-trade-reply")
+        try:
+            first = _place_directly(cluster.endpoint(f"order-{leader}"),
+                                    PlaceTrade("lost-reply-1", "GameStart", 3, "buy"), timeout_ms=1000)
+            assert first is None
+            wait_until(lambda: not cluster.replica(leader).alive, 10, "the failpoint to kill the leader")
+            retry = cluster.api.post("/orders", {"name": "GameStart", "quantity": 3, "type": "buy"},
+                                     headers={"Idempotency-Key": "lost-reply-1"})
+            assert retry.status == 200
+            survivor = next(i for i in (1, 2, 3) if i != leader)
+            log = cluster.order_log(survivor)
+            assert [r[1] for r in log].count("lost-reply-1") == 1
+            assert retry.data["transaction_number"] == next(r[0] for r in log if r[1] == "lost-reply-1")
+            assert cluster.stocks()["GameStart"][1] == 97
+            _assert_conserved(cluster, log)
+        finally:
+            tap.close()

@@ -1,0 +1,172 @@
+"""The history checker: did the cluster keep its promises?
+
+After a run, :func:`settle` resolves every ``unknown`` trade by retrying it
+with its own Idempotency-Key (the way a client finds out) and waits until all
+replicas hold the same log. :func:`check` then compares the recorded history
+with the final state of every node:
+
+* no acknowledged trade lost: its key is in the log, under the acknowledged
+  transaction number, with the same contents, and ``GET /orders/<n>`` says so;
+* no duplicate: a key appears at most once in the log;
+* no gap: transaction numbers are 0, 1, 2, ... in log order;
+* one history: every replica holds the same log;
+* refused trades (403/404) are not in the log;
+* conservation: for every stock, initial - buys + sells over the log equals
+  the catalog's quantity, and the catalog's journal of applied trades equals
+  the log's trades.
+
+A broken promise is reported with the smallest slice of history that shows
+it: the operations involved and the faults injected around them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .cluster import Cluster, Http, initial_stocks, wait_until
+from .history import History, Op, classify
+
+
+@dataclass
+class Violation:
+    promise: str
+    message: str
+    ops: list[Op] = field(default_factory=list)
+
+
+class HistoryError(AssertionError):
+    pass
+
+
+def settle(cluster: Cluster, history: History, replicas: list[int] | None = None, timeout: float = 60) -> None:
+    """Resolve unknown trades by retrying them; wait for identical logs.
+
+    :param replicas: the replicas expected to hold the final log (all by default).
+    """
+    http = Http(cluster.http_ports[0], timeout=15)
+    try:
+        for op in history.ops:
+            if op.status not in ("unknown", "invoked"):
+                continue
+
+            def retried(op=op):
+                reply = http.post("/orders", {"name": op.name, "quantity": op.quantity, "type": op.side},
+                                  headers={"Idempotency-Key": op.key})
+                status, txn, detail = classify(reply)
+                return None if status == "unknown" else (status, txn, detail)
+
+            status, txn, detail = wait_until(retried, timeout, f"a retry of {op.key} to settle", interval=0.2)
+            op.status, op.txn = status, txn
+            op.detail = f"{op.detail}; settled by retry: {status} {detail}".strip("; ")
+            op.attempts += 1
+    finally:
+        http.close()
+    ids = replicas or list(range(1, cluster.replicas + 1))
+
+    def converged() -> bool:
+        logs = [cluster.order_log(i) for i in ids]
+        return all(log == logs[0] for log in logs)
+
+    wait_until(converged, timeout, f"replicas {ids} to hold identical logs", interval=0.1)
+
+
+def check(cluster: Cluster, history: History, replicas: list[int] | None = None,
+          verify_reads: bool = True) -> list[Violation]:
+    """Every promise the final state and the history must satisfy."""
+    ids = replicas or list(range(1, cluster.replicas + 1))
+    logs = {i: cluster.order_log(i) for i in ids}
+    log = logs[ids[0]]
+    out: list[Violation] = []
+
+    for i, other in logs.items():
+        if other != log:
+            first = next((k for k, (a, b) in enumerate(zip(log, other)) if a != b), min(len(log), len(other)))
+            out.append(Violation("one history", f"replica {i}'s log differs from replica {ids[0]}'s at "
+                                                f"position {first}: {log[first:first + 1]} vs {other[first:first + 1]}"))
+    txns = [row[0] for row in log]
+    if txns != list(range(len(txns))):
+        bad = next(k for k, t in enumerate(txns) if t != k)
+        out.append(Violation("no gap", f"transaction numbers break at position {bad}: {txns[max(0, bad - 2):bad + 3]}"))
+    by_key: dict[str, list[tuple]] = {}
+    for row in log:
+        by_key.setdefault(row[1], []).append(row)
+    ops = {op.key: op for op in history.ops}
+    for key, rows in by_key.items():
+        if len(rows) > 1:
+            out.append(Violation("no duplicate", f"key {key} is logged {len(rows)} times: {rows}",
+                                 [ops[key]] if key in ops else []))
+
+    for op in history.ops:
+        rows = by_key.get(op.key, [])
+        if op.status == "ok":
+            if not rows:
+                out.append(Violation("no acknowledged trade lost", f"{op.key} was acknowledged as txn {op.txn} "
+                                                                    "but is not in the log", [op]))
+            elif rows[0][0] != op.txn or rows[0][2:] != (op.name, op.quantity, op.side):
+                out.append(Violation("no acknowledged trade lost", f"{op.key} was acknowledged as txn {op.txn} "
+                                                                    f"but the log holds {rows[0]}", [op]))
+        elif op.status == "fail" and rows:
+            out.append(Violation("refusals change nothing", f"{op.key} was refused ({op.detail}) "
+                                                             f"but is logged: {rows[0]}", [op]))
+
+    if verify_reads:
+        http = Http(cluster.http_ports[0], timeout=15)
+        try:
+            for op in history.ops:
+                if op.status != "ok":
+                    continue
+                reply = wait_until(lambda op=op: _read(http, op.txn), 30, f"GET /orders/{op.txn}")
+                expect = {"transaction_number": op.txn, "name": op.name, "quantity": op.quantity, "type": op.side}
+                if reply != expect:
+                    out.append(Violation("reads agree", f"GET /orders/{op.txn} answered {reply}, "
+                                                        f"acknowledged {expect}", [op]))
+        finally:
+            http.close()
+
+    stocks = cluster.stocks()
+    for name, initial in initial_stocks().items():
+        expect = initial + sum(q if side == "sell" else -q for _, _, n, q, side in log if n == name)
+        if stocks[name][1] != expect:
+            out.append(Violation("conservation", f"{name}: the catalog holds {stocks[name][1]}, "
+                                                 f"the log implies {expect}"))
+    journal = {row[1]: row[2:] for row in cluster.journal()}
+    logged = {row[1]: row[2:] for row in log}
+    if journal != logged:
+        only_catalog = sorted(set(journal) - set(logged))
+        only_log = sorted(set(logged) - set(journal))
+        out.append(Violation("conservation", f"applied by the catalog but not logged: {only_catalog[:5]}; "
+                                             f"logged but not applied: {only_log[:5]}",
+                             [ops[k] for k in only_catalog[:5] + only_log[:5] if k in ops]))
+    return out
+
+
+def _read(http: Http, txn: int):
+    reply = http.get(f"/orders/{txn}")
+    if reply.status == 503:
+        return None
+    return reply.data if reply.status == 200 else reply.body
+
+
+def report(history: History, violations: list[Violation], window_s: float = 1.0) -> str:
+    """Each violation with the operations involved and the faults around them."""
+    lines = []
+    for v in violations:
+        lines.append(f"BROKEN: {v.promise}: {v.message}")
+        for op in v.ops:
+            lines.append("  op     " + op.line())
+            lo, hi = op.invoked - window_s, (op.completed or op.invoked) + window_s
+            for t, text in history.events:
+                if lo <= t <= hi:
+                    lines.append(f"  fault  {t:9.3f} {text}")
+    counts = {s: len(history.by_status(s)) for s in ("ok", "fail", "unknown")}
+    lines.append(f"history: {len(history.ops)} trades {counts}; faults: "
+                 + "; ".join(f"{t:.3f} {text}" for t, text in history.events))
+    return "\n".join(lines)
+
+
+def assert_promises_kept(cluster: Cluster, history: History, replicas: list[int] | None = None) -> None:
+    """Settle, check, and fail with a readable report if anything broke."""
+    settle(cluster, history, replicas)
+    violations = check(cluster, history, replicas)
+    if violations:
+        raise HistoryError(report(history, violations))

@@ -18,8 +18,8 @@ What it adds to textbook Raft, and why:
 * **Pre-vote.** A replica first asks whether it *would* win; only then does it
   raise its term. A replica cut off from the leader cannot disrupt it later.
 * **Priority by id.** An election is due ``election_s`` after the last word
-  from the leader, plus ``rank_step_s`` for every higher-id replica not known
-  to be down; so among up-to-date replicas the highest id campaigns first and
+  from the leader, plus ``rank_step_s`` for every higher-id replica other than
+  that leader and not known to be down; so among up-to-date replicas the highest id campaigns first and
   wins, as the seed's leader choice asks. Votes still require the candidate's
   log to be at least as up to date as the voter's, so a replica that lacks
   committed entries can never win. A voter that refuses for that reason and
@@ -101,6 +101,24 @@ class LeaderChanged:
 
 
 @dataclass(frozen=True)
+class Campaign:
+    """This replica asks for (pre-)votes for ``term``."""
+
+    term: int
+    pre_vote: bool
+
+
+@dataclass(frozen=True)
+class VoteRefused:
+    """A peer refused this replica's (pre-)vote request, and why."""
+
+    voter: int
+    term: int
+    pre_vote: bool
+    log_ahead: bool
+
+
+@dataclass(frozen=True)
 class Committed:
     """Entries up to ``index`` are committed."""
 
@@ -145,6 +163,7 @@ class Raft:
         self.election_due = now + self._election_delay()
         self.round_deadline = 0.0
         self.votes: set[int] = set()
+        self.refusals: set[int] = set()
         # leader state
         self.next_index: dict[int, int] = {}
         self.match_index: dict[int, int] = {}
@@ -274,20 +293,28 @@ class Raft:
     # --- elections ------------------------------------------------------------
 
     def _rank_delay(self) -> float:
-        higher = sum(1 for p in self.peers if p > self.me and p not in self.down)
+        # The leader being replaced does not count: it is the one that failed.
+        higher = sum(1 for p in self.peers if p > self.me and p not in self.down and p != self.leader)
         return higher * self.t.rank_step_s
 
     def _election_delay(self) -> float:
         return self.t.election_s + self._rank_delay()
 
     def _leader_fresh(self, now: float) -> bool:
+        """Whether a voter still hears its leader (and so refuses to replace it).
+
+        One heartbeat interval short of the election window: a leader that
+        beats on time is always fresh, and a leader that every follower lost
+        stops being fresh for all of them by the time the first one campaigns
+        (their last heartbeats arrived within moments of each other).
+        """
         if self.role is Role.LEADER:
             return True
         return (
             self.leader is not None
             and self.leader not in self.down
             and self.last_contact is not None
-            and now - self.last_contact < self.t.election_s
+            and now - self.last_contact < self.t.election_s - self.t.heartbeat_s
         )
 
     def _silent_for_window(self, now: float) -> bool:
@@ -301,6 +328,7 @@ class Raft:
         self.role = Role.PRE_CANDIDATE
         self.leader = None
         self.votes = {self.me}
+        self.refusals = set()
         self.round_deadline = now + self.t.election_s
         if len(self.votes) >= self.majority:
             self._start_election(now, out)
@@ -309,6 +337,7 @@ class Raft:
             term=self.term + 1, candidate=self.me, last_index=self.log.last_index(),
             last_term=self.log.last_term(), pre_vote=True,
         )
+        out.append(Campaign(self.term + 1, True))
         out.extend(SendPeer(p, request) for p in self.peers)
 
     def _start_election(self, now: float, out: list) -> None:
@@ -317,6 +346,7 @@ class Raft:
         self.log.save_hard_state(self.term, self.me)
         self.role = Role.CANDIDATE
         self.votes = {self.me}
+        self.refusals = set()
         self.round_deadline = now + self.t.election_s
         if len(self.votes) >= self.majority:
             self._become_leader(now, out)
@@ -325,6 +355,7 @@ class Raft:
             term=self.term, candidate=self.me, last_index=self.log.last_index(),
             last_term=self.log.last_term(), pre_vote=False,
         )
+        out.append(Campaign(self.term, False))
         out.extend(SendPeer(p, request) for p in self.peers)
 
     def _on_vote_request(self, m: VoteRequest, now: float, out: list) -> None:
@@ -357,6 +388,15 @@ class Raft:
             self._become_follower(m.term, None, now, out)
             return
         if not m.granted:
+            in_round = (self.role is Role.PRE_CANDIDATE and m.pre_vote) or (
+                self.role is Role.CANDIDATE and not m.pre_vote and m.term == self.term)
+            if in_round:
+                out.append(VoteRefused(m.voter, m.term, m.pre_vote, m.log_ahead))
+                self.refusals.add(m.voter)
+                if len(self.peers) + 1 - len(self.refusals) < self.majority:
+                    # This round cannot succeed: try again soon rather than at its deadline.
+                    self._become_follower(self.term, None, now, out)
+                    self.election_due = now + self.t.heartbeat_s / 2 + self._rank_delay()
             return
         if m.pre_vote and self.role is Role.PRE_CANDIDATE:
             self.votes.add(m.voter)

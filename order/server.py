@@ -39,7 +39,7 @@ from common.protocol import (
 )
 
 from .desk import ToCatalog, ToClient
-from .raft import BecameLeader, CaughtUp, LeaderChanged, SendPeer, SteppedDown, Timing
+from .raft import BecameLeader, Campaign, CaughtUp, LeaderChanged, SendPeer, SteppedDown, Timing, VoteRefused
 from .replica import Replica
 from .store import SqliteLog
 
@@ -199,6 +199,12 @@ class OrderServer:
                 self.bus.event("leader_changed", leader=out.leader, epoch=out.term)
             elif isinstance(out, CaughtUp):
                 self.bus.event("caught_up", index=out.index, leader=self.replica.raft.leader)
+            elif isinstance(out, Campaign):
+                self.bus.event("campaign", epoch=out.term, pre_vote=out.pre_vote,
+                               last_index=self.store.last_index())
+            elif isinstance(out, VoteRefused):
+                log.info("vote refused", voter=out.voter, epoch=out.term, pre_vote=out.pre_vote,
+                         log_ahead=out.log_ahead)
 
     def _send(self, sock: zmq.Socket | None, msg) -> None:
         if sock is None:

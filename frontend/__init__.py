@@ -37,11 +37,19 @@ class FrontendState:
     backend: Backend
     watcher: BusWatcher
 
-    def status(self) -> dict:
+    def status(self, entries: bool = False) -> dict:
+        """Figures for ``GET /stats`` and the heartbeat.
+
+        :param entries: include every cached stock's version (``/stats`` only).
+        """
         with self.lock:
+            cache = {"enabled": False} if self.cache is None else {"enabled": True, **self.cache.snapshot()}
+            if entries and self.cache is not None:
+                cache["entries"] = {e.name: {"version": e.version, "quantity": e.quantity}
+                                    for e in self.cache.entries.values()}
             return {
                 "node": self.name,
-                "cache": {"enabled": False} if self.cache is None else {"enabled": True, **self.cache.snapshot()},
+                "cache": cache,
                 "leader": self.tracker.snapshot(),
                 "backend": dict(self.backend.counters),
                 "heard": self.watcher.snapshot(time.monotonic()),
@@ -53,11 +61,13 @@ class FrontendState:
         self.ctx.term()
 
 
-def create_app(config: Config, name: str = "frontend", cache: bool | None = None) -> Flask:
+def create_app(config: Config, name: str = "frontend", cache: bool | None = None,
+               failpoint: str | None = None) -> Flask:
     """Build the frontend application and start its bus watcher.
 
     :param name: the node name on the bus (several frontends need several names).
     :param cache: overrides ``[frontend] cache`` when not None.
+    :param failpoint: a test hook of :data:`frontend.backend.FAILPOINTS`.
     """
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.frontend.max_body_bytes
@@ -66,7 +76,7 @@ def create_app(config: Config, name: str = "frontend", cache: bool | None = None
     enabled = config.frontend.cache if cache is None else cache
     lookup_cache = LookupCache(config.frontend.cache_size, config.heartbeat.window_s) if enabled else None
     tracker = LeaderTracker([r.id for r in config.orders])
-    backend = Backend(config, ctx, lookup_cache, tracker, lock)
+    backend = Backend(config, ctx, lookup_cache, tracker, lock, failpoint)
     state = FrontendState(name, ctx, lock, lookup_cache, tracker, backend, None)  # type: ignore[arg-type]
     state.watcher = BusWatcher(config, ctx, name, lookup_cache, tracker, lock, state.status)
     app.extensions["bazaar"] = state

@@ -20,14 +20,18 @@ from common import config as configuration
 from common import logs
 from common.node import run_main
 
+from .backend import FAILPOINTS
+
 
 class FrontendServer(BaseApplication):
     """gunicorn, configured from config.toml instead of its own files."""
 
-    def __init__(self, config: configuration.Config, name: str, cache: bool | None) -> None:
+    def __init__(self, config: configuration.Config, name: str, cache: bool | None,
+                 failpoint: str | None = None) -> None:
         self.bazaar_config = config
         self.name = name
         self.cache = cache
+        self.failpoint = failpoint
         super().__init__()
 
     def load_config(self) -> None:
@@ -56,7 +60,7 @@ class FrontendServer(BaseApplication):
         # the ZeroMQ context and every socket are created where they are used.
         from . import create_app
 
-        return create_app(self.bazaar_config, name=self.name, cache=self.cache)
+        return create_app(self.bazaar_config, name=self.name, cache=self.cache, failpoint=self.failpoint)
 
 
 def _close_state(_arbiter, worker) -> None:
@@ -75,6 +79,7 @@ def main() -> None:
     cache.add_argument("--cache", dest="cache", action="store_true", default=None, help="cache lookups")
     cache.add_argument("--no-cache", dest="cache", action="store_false", help="send every lookup to the catalog")
     parser.add_argument("--cache-size", type=int, help="override frontend.cache_size")
+    parser.add_argument("--failpoint", choices=FAILPOINTS, help=argparse.SUPPRESS)  # fault tests only
     args = parser.parse_args()
     extra = []
     if args.host:
@@ -85,7 +90,7 @@ def main() -> None:
         extra.append(f"frontend.cache_size={args.cache_size}")
     config = configuration.from_args(args, extra)
     logs.configure(args.name, config.log_level)
-    FrontendServer(config, args.name, args.cache).run()
+    FrontendServer(config, args.name, args.cache, args.failpoint).run()
 
 
 if __name__ == "__main__":

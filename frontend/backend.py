@@ -35,6 +35,9 @@ log = get_logger(__name__)
 CONNECT_S = 0.25
 # How long to wait for news of a leader when no replica knows one.
 LEADER_WAIT_S = 0.05
+# Test-only failpoints (``--failpoint``), for fault tests.
+FAILPOINTS = ("slow-lookup-install",)
+SLOW_INSTALL_S = 0.02
 
 
 class Unavailable(Exception):
@@ -53,7 +56,7 @@ class Backend:
     """Shared by all request handlers; the lock guards the cache and tracker."""
 
     def __init__(self, config: Config, ctx: zmq.Context, cache: LookupCache | None, tracker: LeaderTracker,
-                 lock: threading.Lock) -> None:
+                 lock: threading.Lock, failpoint: str | None = None) -> None:
         self.timeouts = config.timeouts
         self.catalog = rpc.ReqPool(ctx, config.catalog.endpoint.connect)
         self.replicas = {r.id: rpc.ReqPool(ctx, r.endpoint.connect) for r in config.orders}
@@ -61,6 +64,7 @@ class Backend:
         self.tracker = tracker
         self.lock = lock
         self.counters = {"catalog_calls": 0, "order_calls": 0, "retries": 0, "unavailable": 0}
+        self.failpoint = failpoint
 
     def close(self) -> None:
         self.catalog.close()
@@ -81,6 +85,8 @@ class Backend:
             if hit is not None:
                 return hit
         info = self._ask_catalog(Lookup(name))
+        if self.failpoint == "slow-lookup-install":
+            time.sleep(SLOW_INSTALL_S)  # test hook: widen the race with invalidations
         if self.cache is not None:
             with self.lock:
                 self.cache.install(info)

@@ -57,6 +57,7 @@ class CacheStats:
     misses: int = 0
     bypassed: int = 0
     installs: int = 0
+    stale_refused: int = 0
     invalidations: int = 0
     evictions: int = 0
     flushes: int = 0
@@ -107,6 +108,7 @@ class LookupCache:
         if not self.streaming or self.since_seq is None or info.seq < self.since_seq:
             return False
         if info.version < self.floors.get(info.name, 0):
+            self.stats.stale_refused += 1  # a late reply lost the race to an invalidation
             return False
         return self._put(Cached(info.name, info.price, info.quantity, info.version))
 
@@ -182,6 +184,7 @@ class LookupCache:
         return {
             "size": len(self.entries), "capacity": self.capacity, "streaming": self.streaming,
             "hits": s.hits, "misses": s.misses, "bypassed": s.bypassed, "installs": s.installs,
+            "stale_refused": s.stale_refused,
             "invalidations": s.invalidations, "evictions": s.evictions, "flushes": s.flushes,
             "hit_rate": round(s.hits / lookups, 4) if lookups else 0.0, "stream_seq": self.stream_seq,
         }

@@ -93,7 +93,7 @@ def invalidate(name: str):
 
 @api.get("/stats")
 def stats():
-    return jsonify({"data": _state().status()})
+    return jsonify({"data": _state().status(entries=True)})
 
 
 # --- request parsing ----------------------------------------------------------

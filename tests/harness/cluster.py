@@ -221,7 +221,7 @@ class Cluster:
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        ports = free_ports(4 + self.replicas + self.frontends)
+        ports = free_ports(3 + self.replicas + self.frontends)
         self.ports = {
             "xsub": ports[0], "xpub": ports[1], "catalog": ports[2],
             **{f"order-{i}": ports[2 + i] for i in range(1, self.replicas + 1)},

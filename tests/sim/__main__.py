@@ -21,12 +21,16 @@ def main() -> None:
     start, failed = time.perf_counter(), 0
     for seed in seeds:
         try:
-            run(seed, duration=args.duration, trace=args.trace)
+            run(seed, duration=args.duration)
         except Violation as exc:
             failed += 1
             print(f"FAIL {exc}")
+            print(f"  replay: python -m tests.sim --seed {seed} --trace")
             if args.trace:
-                world = run.__wrapped__ if hasattr(run, "__wrapped__") else None
+                try:
+                    run(seed, duration=args.duration, trace=True)
+                except Violation as again:
+                    print("\n".join(again.world.trace[-200:]))
     print(f"{len(seeds)} seeds, {failed} failed, {time.perf_counter() - start:.1f}s")
     sys.exit(1 if failed else 0)
 

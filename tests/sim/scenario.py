@@ -23,7 +23,7 @@ def run(seed: int, duration: float = 3.0, trades: int = 60, trace: bool = False,
         world._schedule(at, "call", lambda r=rid, n=name, q=qty, s=side, y=retry: world.place(r, n, q, s, y))
     t = 0.4
     while t < duration:
-        kind = rng.choice(("crash", "crash_leader", "cut", "cut_catalog", "nothing"))
+        kind = rng.choice(("crash", "crash_leader", "cut", "cut_catalog", "isolate_leader", "nothing"))
         victim = rng.choice(world.ids)
         if kind == "crash":
             world._schedule(t, "call", lambda v=victim: world.crash(v))
@@ -39,6 +39,13 @@ def run(seed: int, duration: float = 3.0, trades: int = 60, trace: bool = False,
             other = rng.choice([i for i in world.ids if i != victim])
             world._schedule(t, "call", lambda a=victim, b=other: world.partition(a, b))
             world._schedule(t + rng.uniform(0.1, 0.8), "call", world.heal)
+        elif kind == "isolate_leader":
+            def isolate_leader() -> None:
+                for i, node in world.nodes.items():
+                    if node is not None and node.raft.is_leader():
+                        world.isolate(i)
+                        world._schedule(world.now + rng.uniform(0.1, 0.8), "call", world.heal)
+            world._schedule(t, "call", isolate_leader)
         elif kind == "cut_catalog":
             world._schedule(t, "call", lambda v=victim: world.partition(v, CATALOG))
             world._schedule(t + rng.uniform(0.1, 0.5), "call", world.heal)
@@ -47,5 +54,7 @@ def run(seed: int, duration: float = 3.0, trades: int = 60, trace: bool = False,
         world.run_until(duration)
         world.settle()
     except AssertionError as exc:
-        raise type(exc)(f"seed {seed}: {exc}") from exc
+        failure = type(exc)(f"seed {seed}: {exc}")
+        failure.world = world  # for the trace
+        raise failure from exc
     return world

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from catalog.ledger import Stock, settle
+from frontend.leader import LeaderTracker
 from common.protocol import (
     ApplyTrades, Error, ErrorCode, Fence, Fenced, GetOrder, JournalEntry, LeaderAnnouncement, Message,
     OrderInfo, PlaceTrade, StockInfo, TradeDone, TradeOutcome, TradesApplied, TradeStatus,
@@ -140,7 +141,7 @@ class World:
         self.leaders: dict[int, int] = {}  # term -> leader id (election safety)
         self.committed: dict[int, Any] = {}  # index -> entry, once committed anywhere
         self.trace: list[str] | None = [] if trace else None
-        self.client_leader: int | None = None
+        self.tracker = LeaderTracker(self.ids)  # the frontend's leader tracking, as the clients' guide
         for i in self.ids:
             self._start(i)
 
@@ -181,6 +182,13 @@ class World:
         self._note(f"cut {a}-{b}")
         self.cut.add(frozenset((a, b)))
 
+    def isolate(self, a: Any) -> None:
+        """Cut ``a`` from every other node, the catalog and the clients' bus."""
+        for other in [*self.ids, CATALOG, "bus"]:
+            if other != a:
+                self.cut.add(frozenset((a, other)))
+        self._note(f"isolate {a}")
+
     def heal(self) -> None:
         self._note("heal")
         self.cut.clear()
@@ -206,6 +214,7 @@ class World:
                 self._note(f"leader {i} term={out.term}")
                 if self.leaders.setdefault(out.term, i) != i:
                     raise Violation(f"two leaders in term {out.term}: {self.leaders[out.term]} and {i}")
+                self.send(i, "bus", LeaderAnnouncement(leader=i, epoch=out.term, endpoint=""))
 
     def step(self) -> bool:
         """Run the next event. :returns: False when none is left."""
@@ -228,6 +237,8 @@ class World:
     def _deliver(self, src: Any, dst: Any, msg: Message) -> None:
         if frozenset((src, dst)) in self.cut:
             return
+        if self.trace is not None:
+            self._note(f"{src} -> {dst} {_brief(msg)}")
         op = self.ops.get(dst) if isinstance(dst, str) else None
         if op is not None and not op.retry and op.status == "unknown" and isinstance(msg, TradeDone):
             op.status, op.txn = "ok", msg.txn  # a fire-and-forget trade that did get its answer
@@ -235,6 +246,9 @@ class World:
         if dst == CATALOG:
             if self.catalog_up:
                 self.send(CATALOG, src, self.catalog.handle(msg))
+        elif dst == "bus":
+            if isinstance(msg, LeaderAnnouncement):
+                self.tracker.announce(msg.leader, msg.epoch)
         elif isinstance(dst, str):  # a client request id
             self._client_reply(dst, src, msg)
         else:
@@ -265,10 +279,9 @@ class World:
         if op.status in ("ok", "fail"):
             return
         op.attempts += 1
-        live = [i for i in self.ids if self.nodes.get(i) is not None]
-        target = self.client_leader if self.client_leader in live else (self.rng.choice(live) if live else None)
-        if target is not None:
-            self.send(op.request_id, target, PlaceTrade(op.request_id, op.name, op.quantity, op.side))
+        candidates = self.tracker.candidates()
+        target = candidates[0] if self.tracker.leader is not None else self.rng.choice(candidates)
+        self.send(op.request_id, target, PlaceTrade(op.request_id, op.name, op.quantity, op.side))
         if not op.retry:
             op.status = "unknown"
         elif op.attempts < 200:
@@ -286,10 +299,10 @@ class World:
             if op.status == "fail":
                 raise Violation(f"{request_id} failed, then succeeded as txn {msg.txn}")
             op.status, op.txn = "ok", msg.txn
-            self.client_leader = src
         elif isinstance(msg, Error):
             if msg.code == ErrorCode.NOT_LEADER:
-                self.client_leader = msg.leader
+                if not self.tracker.announce(msg.leader, msg.epoch or 0):
+                    self.tracker.failed(src)
             elif msg.code in (ErrorCode.NOT_ENOUGH_STOCK, ErrorCode.STOCK_NOT_FOUND):
                 if op.status == "ok":
                     raise Violation(f"{request_id} succeeded as txn {op.txn}, then failed: {msg.code}")
@@ -377,3 +390,16 @@ class World:
         return "; ".join(
             f"{i}: down" if self.nodes.get(i) is None else f"{i}: {self.nodes[i].snapshot()}" for i in self.ids
         )
+
+
+def _brief(msg: Message) -> str:
+    """One line for the trace: the message name and its small fields."""
+    fields = []
+    for name in getattr(msg, "__dataclass_fields__", {}):
+        value = getattr(msg, name)
+        if isinstance(value, list):
+            value = f"[{len(value)}]"
+        elif isinstance(value, Message):
+            value = value.MSG
+        fields.append(f"{name}={value}")
+    return f"{msg.MSG} " + " ".join(fields)

@@ -218,6 +218,7 @@ class Cluster:
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     frontend_args: list[str] = field(default_factory=list)
     first_start_args: dict[str, list[str]] = field(default_factory=dict)
+    links: bool = False
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -227,35 +228,65 @@ class Cluster:
             **{f"order-{i}": ports[2 + i] for i in range(1, self.replicas + 1)},
         }
         self.http_ports = ports[3 + self.replicas:]
+        self.hub = None
+        if self.links:
+            from .links import LinkHub
+
+            self.hub = LinkHub()
         self.config_path = self.workdir / "config.toml"
         self.config_path.write_text(self.config_text())
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("BAZAAR_LOG_FORMAT", None)
-        base = ["--config", str(self.config_path)]
         logs = self.workdir / "logs"
         logs.mkdir(exist_ok=True)
         self.nodes: dict[str, Node] = {}
 
         def add(name: str, argv: list[str]) -> None:
-            self.nodes[name] = Node(name, argv, logs / f"{name}.log", env)
+            config = self.config_path
+            if self.hub is not None:  # this node's own view: every other node behind a link
+                config = self.workdir / f"config-{name}.toml"
+                config.write_text(self.config_text(view=name))
+            self.nodes[name] = Node(name, [*argv[:2], "--config", str(config), *argv[2:]], logs / f"{name}.log", env)
 
-        add("broker", ["-m", "broker", *base])
-        add("catalog", ["-m", "catalog", *base])
+        add("broker", ["-m", "broker"])
+        add("catalog", ["-m", "catalog"])
         for i in range(1, self.replicas + 1):
-            add(f"order-{i}", ["-m", "order", *base, "--id", str(i)])
+            add(f"order-{i}", ["-m", "order", "--id", str(i)])
         for k, port in enumerate(self.http_ports, start=1):
             name = "frontend" if k == 1 else f"frontend-{k}"
-            add(name, ["-m", "frontend", *base, "--port", str(port), "--name", name, *self.frontend_args])
+            add(name, ["-m", "frontend", "--port", str(port), "--name", name, *self.frontend_args])
         self.clients: list[Http] = []
 
-    def config_text(self) -> str:
+    def _seen(self, view: str | None, target: str) -> str:
+        """``target``'s endpoint as node ``view`` reaches it (through a link
+        when the cluster has links, unless the node is reaching itself)."""
+        node = "broker" if target in ("xsub", "xpub") else target
+        if view is None or view == node or self.hub is None:
+            return f"tcp://127.0.0.1:{self.ports[target]}"
+        key = (view, target)
+        if key not in self.hub.links:
+            self.hub.add(view, target, self.ports[target])
+        return f"tcp://127.0.0.1:{self.hub.links[key].port}"
+
+    def link(self, source: str, target: str):
+        """The link ``source`` uses to reach ``target`` (``xsub``/``xpub`` for the broker)."""
+        return self.hub.link(source, target)
+
+    def links_between(self, a: str, b: str) -> list:
+        """Every link between two nodes, both directions (broker: both ports)."""
+        names = {a, b}
+        return [link for (src, dst), link in self.hub.links.items()
+                if {src, "broker" if dst in ("xsub", "xpub") else dst} == names]
+
+    def config_text(self, view: str | None = None) -> str:
+        real = lambda name: f"tcp://127.0.0.1:{self.ports[name]}"  # noqa: E731
         s = {
             "cluster": {"data_dir": str(self.workdir / "data"), "log_level": "info"},
             "heartbeat": {"interval_ms": 100, "liveness": 3},
             "timeouts": {"request_ms": 1000, "lookup_attempts": 2, "trade_deadline_ms": 4000, "catalog_ms": 300},
-            "broker": {"xsub": f"tcp://127.0.0.1:{self.ports['xsub']}",
-                       "xpub": f"tcp://127.0.0.1:{self.ports['xpub']}"},
-            "catalog": {"endpoint": f"tcp://127.0.0.1:{self.ports['catalog']}",
+            "broker": {"xsub": self._seen(view, "xsub"), "xpub": self._seen(view, "xpub"),
+                       "xsub_bind": real("xsub"), "xpub_bind": real("xpub")},
+            "catalog": {"endpoint": self._seen(view, "catalog"), "bind": real("catalog"),
                         "stocks_csv": str(ROOT / "catalog" / "stocks.csv")},
             "frontend": {"host": "127.0.0.1", "port": self.http_ports[0], "cache": True, "cache_size": 10},
         }
@@ -266,7 +297,8 @@ class Cluster:
             lines.append(f"[{section}]")
             lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
         for i in range(1, self.replicas + 1):
-            lines += ["[[order]]", f"id = {i}", f'endpoint = "tcp://127.0.0.1:{self.ports[f"order-{i}"]}"']
+            lines += ["[[order]]", f"id = {i}", f'endpoint = "{self._seen(view, f"order-{i}")}"',
+                      f'bind = "{real(f"order-{i}")}"']
         return "\n".join(lines) + "\n"
 
     # --- life cycle -------------------------------------------------------------
@@ -299,6 +331,8 @@ class Cluster:
             client.close()
         for node in self.nodes.values():
             node.kill()
+        if self.hub is not None:
+            self.hub.close()
 
     # --- handles ------------------------------------------------------------------
 

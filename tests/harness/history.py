@@ -115,7 +115,8 @@ class Load:
     def stop(self, timeout: float = 30) -> None:
         self._stop.set()
         for t in self._threads:
-            t.join(timeout=timeout)
+            if t.ident is not None:
+                t.join(timeout=timeout)
 
     def wait(self, timeout: float) -> None:
         """Until every client finished its share (max_ops or max_seconds)."""

@@ -157,7 +157,9 @@ class Load:
                 except OSError as exc:
                     op.status, op.detail = "unknown", type(exc).__name__
                 op.completed = self.history.now()
-                if self.pace_s:
+                if op.status == "unknown":
+                    self._stop.wait(0.05)  # back off: the frontend may be down
+                elif self.pace_s:
                     self._stop.wait(self.pace_s)
         finally:
             http.close()

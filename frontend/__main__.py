@@ -13,7 +13,9 @@ README.md shows how.
 from __future__ import annotations
 
 import argparse
+import json
 
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 
 from common import config as configuration
@@ -60,7 +62,17 @@ class FrontendServer(BaseApplication):
         # the ZeroMQ context and every socket are created where they are used.
         from . import create_app
 
+        # Requests gunicorn refuses before Flask sees them (a bad request line,
+        # a control character in a header) get the API's error shape too.
+        gunicorn_util.write_error = _write_json_error
         return create_app(self.bazaar_config, name=self.name, cache=self.cache, failpoint=self.failpoint)
+
+
+def _write_json_error(sock, status: int, reason: str, message: str) -> None:
+    body = json.dumps({"error": {"code": status, "message": message or reason}}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+    gunicorn_util.write_nonblock(sock, head + body)
 
 
 def _close_state(_arbiter, worker) -> None:

@@ -1,0 +1,104 @@
+"""``python -m broker.monitor --config config.toml``: watch the cluster live.
+
+``--json`` prints one JSON object per line instead (``--topic`` picks which);
+``--once SECONDS`` listens that long, prints the view once as text and exits.
+docs/MONITOR.md explains every column and every line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import zmq
+
+from common import config as configuration
+from common import logs
+from common.node import run_main, stop_on_signals
+
+from .jsonlines import TOPIC_NAMES, JsonLines
+from .listener import Listener
+from .state import MonitorState
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m broker.monitor",
+        description="A live view of a Bazaar cluster: node health, the order leader and its epoch, "
+                    "trade, lookup and invalidation rates, and ZeroMQ socket events.",
+    )
+    configuration.add_arguments(parser)
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per line (bus messages and derived events) instead of the view")
+    parser.add_argument("--topic", action="append", default=[], choices=sorted(TOPIC_NAMES), metavar="TOPIC",
+                        help="with --json, print only these (repeatable): hb|heartbeat, leader, stock, event, "
+                             "derived (the monitor's conclusions), socket (its own socket events)")
+    parser.add_argument("--once", type=float, metavar="SECONDS",
+                        help="listen for SECONDS, print the view once as plain text and exit")
+    parser.add_argument("--duration", type=float, metavar="SECONDS", help="exit after SECONDS")
+    parser.add_argument("--width", type=int, help="columns of the view (default: the terminal's, or 120)")
+    args = parser.parse_args()
+    if args.topic and not args.json:
+        parser.error("--topic only applies with --json")
+    for name in ("once", "duration", "width"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name} must be positive")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    config = configuration.from_args(args)
+    # Log lines would tear the live view; only errors (or what --log-level asks).
+    logs.configure("monitor", args.log_level or ("warning" if args.json else "error"))
+    stop = stop_on_signals()
+    state = MonitorState.from_config(config)
+    ctx = zmq.Context()
+    try:
+        if args.json:
+            listener = Listener(ctx, config.broker.xpub.connect, state, JsonLines(sys.stdout, args.topic), stop)
+            try:
+                listener.run(args.duration)
+            finally:
+                listener.close()
+            _quiet_closed_stdout()
+        else:
+            _view(args, config, state, ctx, stop)
+    finally:
+        ctx.term()
+
+
+def _view(args, config, state, ctx, stop) -> None:
+    from rich.console import Console
+
+    from .view import LiveView, Quiet
+
+    title = f"Bazaar monitor · {config.path.name}"
+    if args.once is not None:
+        sink = Quiet(Console(width=args.width or 120, height=60), title)
+    else:
+        sink = LiveView(Console(width=args.width), title)
+    listener = Listener(ctx, config.broker.xpub.connect, state, sink, stop)
+    try:
+        with sink:
+            listener.run(args.once if args.once is not None else args.duration)
+        if isinstance(sink, Quiet) and not stop.is_set():
+            sink.print(state, time.monotonic(), time.time())
+    finally:
+        listener.close()
+
+
+def _quiet_closed_stdout() -> None:
+    """If the reader of stdout went away, point stdout at /dev/null so that
+    the interpreter's final flush does not print a BrokenPipeError."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+if __name__ == "__main__":
+    run_main(main)

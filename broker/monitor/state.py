@@ -1,0 +1,479 @@
+"""The monitor's picture of the cluster, as a pure state machine.
+
+Nothing here touches a socket or reads a clock: the I/O loop
+(:mod:`broker.monitor.listener`) passes every bus message to
+:meth:`MonitorState.handle`, every event of its own SUB socket's monitor to
+:meth:`MonitorState.on_socket`, and calls :meth:`MonitorState.tick` between
+polls, each time with ``now`` (seconds, monotonic). Each returns the
+:class:`Derived` events the monitor concluded from what it saw; the live view
+renders :meth:`MonitorState.snapshot`.
+
+A node, as the monitor judges it (liveness from :class:`common.heartbeat.Liveness`)::
+
+    unknown --heartbeat--> alive                                  (node_seen)
+    alive --silent for window_s while the bus works--> dead       (node_dead)
+    alive --its own "stopping" event--> dead                      (node_dead, reason "stopping")
+    dead --heartbeat--> alive                                     (node_back)
+    alive --heartbeat of a new incarnation--> alive               (node_back, restarted)
+    alive --silent while the bus does not work--> silent (not judged)
+
+The bus works when the monitor's SUB socket is connected and the broker's own
+heartbeat (which travels through the proxy) arrives. A node other than the
+broker is declared dead only when the broker was heard at least ``window_s``
+after the node last was, and not before ``window_s + SETTLE_S`` after the bus
+last failed (publishers need a moment to reconnect to a restarted broker): a
+broker outage shows as a gap, not as every node dying. The bus itself::
+
+    unknown --connected--> up --disconnected--> down --connected--> up
+    unknown --connect_retried--> down              (bus_disconnected, bus_connected)
+
+Other derived events: ``leader_changed`` (a higher epoch, from announcements,
+heartbeats or election events), ``leader_lost`` (the leader's node died),
+``caught_up`` (a restarted replica stopped recovering: its event or its
+heartbeat, whichever comes first, once per incarnation), ``cache_flushed``
+(a frontend's event or a rise of its heartbeat's flush counter, once per
+flush) and ``stock_gap`` (a jump in the catalog's change sequence).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from common.heartbeat import Liveness
+from common.protocol import Heartbeat, LeaderAnnouncement, Message, NodeEvent, StockChanged, Topic
+
+from .feed import Feed, FeedItem
+from .rates import EventRate, Rate
+
+BROKER = "broker"
+CATALOG = "catalog"
+MONITOR = "monitor"
+# After the bus comes back, publishers need this long (beyond one liveness
+# window) to reconnect to the broker before silence counts against them.
+SETTLE_S = 1.0
+# Node events already shown through a derived event (or grouped) in the feed.
+_FOLDED_EVENTS = {"socket", "leader_elected", "leader_changed", "caught_up", "cache_flushed", "campaign"}
+_UP_EVENTS = {"connected", "handshake_succeeded"}
+_DOWN_EVENTS = {"disconnected", "handshake_failed", "handshake_failed_protocol", "handshake_failed_auth"}
+
+
+class Kind(StrEnum):
+    """What the monitor derives."""
+
+    NODE_SEEN = "node_seen"
+    NODE_DEAD = "node_dead"
+    NODE_BACK = "node_back"
+    LEADER_CHANGED = "leader_changed"
+    LEADER_LOST = "leader_lost"
+    CAUGHT_UP = "caught_up"
+    CACHE_FLUSHED = "cache_flushed"
+    BUS_DISCONNECTED = "bus_disconnected"
+    BUS_CONNECTED = "bus_connected"
+    STOCK_GAP = "stock_gap"
+
+
+@dataclass(frozen=True)
+class Derived:
+    """One conclusion of the monitor; ``at`` is monotonic time."""
+
+    kind: Kind
+    at: float
+    node: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: ``{"kind": ..., "node": ..., <detail>}``."""
+        return {"kind": self.kind.value, "node": self.node, **self.detail}
+
+
+@dataclass
+class NodeInfo:
+    """What the monitor knows of one node (its liveness lives in :class:`Liveness`)."""
+
+    name: str
+    incarnation: str | None = None
+    last_beat: float | None = None
+    status: dict[str, Any] = field(default_factory=dict)
+    died_at: float | None = None
+    restarts: int = 0
+    awaiting_catch_up: bool = False
+    flushes: int | None = None
+    rates: dict[str, Rate] = field(default_factory=dict)
+    sockets: Counter[str] = field(default_factory=Counter)
+
+    def count(self, key: str, now: float, value: Any, reset: bool) -> None:
+        if _is_number(value):
+            self.rates.setdefault(key, Rate()).add(now, value, reset)
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    """One node as the view shows it. ``state``: unknown, alive, silent or dead."""
+
+    name: str
+    kind: str
+    state: str
+    age_s: float | None
+    down_s: float | None
+    incarnation: str | None
+    restarts: int
+    status: dict[str, Any]
+    rates: dict[str, float | None]
+    lag: int | None
+    sockets: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the live view shows, at ``now``."""
+
+    now: float
+    nodes: list[NodeRow]
+    leader: int | None
+    leader_node: str | None
+    epoch: int
+    bus: str
+    bus_down_s: float | None
+    last_gap_s: float | None
+    rates: dict[str, float | None]
+    hit_rate: float | None
+    topics: dict[str, int]
+    malformed: int
+    feed: list[FeedItem]
+
+
+class MonitorState:
+    """The cluster as seen from the bus.
+
+    :param nodes: the node names config.toml lists (shown even before heard).
+    :param replicas: order replica id -> node name.
+    :param window_s: heartbeat interval x liveness: silence longer is death.
+    """
+
+    def __init__(self, nodes: list[str], replicas: dict[int, str], window_s: float) -> None:
+        self.window_s = window_s
+        self.replicas = dict(replicas)
+        self.live = Liveness(window_s)
+        self.nodes: dict[str, NodeInfo] = {name: NodeInfo(name) for name in nodes}
+        self.feed = Feed()
+        self.leader: int | None = None
+        self.epoch = 0
+        self.sub_up: bool | None = None
+        self.bus_down_since: float | None = None
+        self.bus_retries = 0
+        self.last_gap_s: float | None = None
+        self.resume_at = 0.0
+        self.stock_seq: int | None = None
+        self.max_txn = 0
+        self.txn = Rate()
+        self.stock_msgs = EventRate()
+        self.bus_msgs = EventRate()
+        self.topics: Counter[str] = Counter()
+        self.malformed = 0
+
+    @classmethod
+    def from_config(cls, config) -> MonitorState:
+        """Build from a :class:`common.config.Config`."""
+        return cls(config.node_names(), {r.id: r.name for r in config.orders}, config.heartbeat.window_s)
+
+    # --- inputs -------------------------------------------------------------------
+
+    def handle(self, topic: Topic, msg: Message, now: float) -> list[Derived]:
+        """Take one bus message in."""
+        self.topics[topic.value.decode()] += 1
+        self.bus_msgs.add(now)
+        if isinstance(msg, Heartbeat):
+            out = self._on_heartbeat(msg, now)
+        elif isinstance(msg, LeaderAnnouncement):
+            out = self._see_leader(msg.leader, msg.epoch, now, "announcement")
+        elif isinstance(msg, StockChanged):
+            out = self._on_stock_changed(msg, now)
+        elif isinstance(msg, NodeEvent):
+            out = self._on_node_event(msg, now)
+        else:
+            out = []
+        return self._logged(out)
+
+    def _on_heartbeat(self, msg: Heartbeat, now: float) -> list[Derived]:
+        out: list[Derived] = []
+        info = self._node(msg.node)
+        previous = self.live.incarnation(msg.node)
+        restarted = previous is not None and previous != msg.incarnation
+        change = self.live.heard(msg.node, now, msg.incarnation)
+        if change == "new":
+            out.append(Derived(Kind.NODE_SEEN, now, msg.node, {"incarnation": msg.incarnation}))
+        elif change in ("back", "restarted"):
+            detail: dict[str, Any] = {"incarnation": msg.incarnation, "restarted": restarted}
+            if restarted:
+                detail["previous_incarnation"] = previous
+            if info.died_at is not None:
+                detail["down_s"] = round(now - info.died_at, 3)
+            if info.last_beat is not None:
+                detail["silent_s"] = round(now - info.last_beat, 3)
+            out.append(Derived(Kind.NODE_BACK, now, msg.node, detail))
+        if restarted:
+            info.restarts += 1
+            info.flushes = None
+            info.awaiting_catch_up = msg.node in self.replicas.values()
+        info.incarnation = msg.incarnation
+        info.last_beat = now
+        info.died_at = None
+        info.status = msg.status if isinstance(msg.status, dict) else {}
+        if change == "new" and info.status.get("recovering") is True:
+            info.awaiting_catch_up = True
+        out += self._figures(info, now, restarted)
+        return out
+
+    def _on_stock_changed(self, msg: StockChanged, now: float) -> list[Derived]:
+        self.stock_msgs.add(now)
+        out = []
+        if self.stock_seq is not None and msg.seq > self.stock_seq + 1:
+            out.append(Derived(Kind.STOCK_GAP, now, CATALOG, {
+                "expected": self.stock_seq + 1, "got": msg.seq, "missed": msg.seq - self.stock_seq - 1,
+            }))
+        if self.stock_seq is None or msg.seq > self.stock_seq:
+            self.stock_seq = msg.seq
+        return out
+
+    def _on_node_event(self, msg: NodeEvent, now: float) -> list[Derived]:
+        info = self._node(msg.node)
+        d = msg.detail if isinstance(msg.detail, dict) else {}
+        if msg.kind == "socket":
+            event, label, endpoint = (str(d.get(k, "")) for k in ("event", "socket", "endpoint"))
+            info.sockets[event] += 1
+            self.feed.socket(now, msg.node, label, event, endpoint)
+            return []
+        if msg.kind in ("leader_elected", "leader_changed"):
+            return self._see_leader(d.get("leader"), d.get("epoch"), now, msg.kind)
+        if msg.kind == "caught_up":
+            return self._caught_up(info, d.get("index"), now, "event")
+        if msg.kind == "cache_flushed":
+            return self._cache_flushed(info, d.get("flushes"), d.get("reason"), now)
+        if msg.kind not in _FOLDED_EVENTS:
+            self.feed.add(now, msg.kind, msg.node, d)
+        if msg.kind == "stopping" and self.live.mark_dead(msg.node):
+            return self._died(info, now, "stopping")
+        return []
+
+    def on_socket(self, label: str, event: str, endpoint: str, now: float) -> list[Derived]:
+        """An event of the monitor's own SUB socket (to the broker's XPUB)."""
+        self.feed.socket(now, MONITOR, label, event, endpoint)
+        return self._logged(self._bus_transition(event, endpoint, now))
+
+    def tick(self, now: float) -> list[Derived]:
+        """Declare silent nodes dead (see the module docstring for when)."""
+        return self._logged(self._expire(now))
+
+    def bus_works(self, now: float) -> bool:
+        """True while the SUB socket is (or may be) connected and the broker speaks."""
+        return self.sub_up is not False and self.live.is_alive(BROKER, now)
+
+    def note_malformed(self, total: int) -> None:
+        """The I/O loop's count of bus messages that failed to decode."""
+        self.malformed = total
+
+    # --- judgement ----------------------------------------------------------------
+
+    def _bus_transition(self, event: str, endpoint: str, now: float) -> list[Derived]:
+        if event in _UP_EVENTS and self.sub_up is not True:
+            detail: dict[str, Any] = {"endpoint": endpoint}
+            if self.bus_down_since is not None:
+                self.last_gap_s = round(now - self.bus_down_since, 3)
+                detail.update(down_s=self.last_gap_s, retries=self.bus_retries)
+            self.sub_up, self.bus_down_since, self.bus_retries = True, None, 0
+            return [Derived(Kind.BUS_CONNECTED, now, MONITOR, detail)]
+        if event == "connect_retried":
+            self.bus_retries += 1
+        if (event in _DOWN_EVENTS or event == "connect_retried") and self.sub_up is not False:
+            self.sub_up, self.bus_down_since = False, now
+            self.resume_at = max(self.resume_at, now + self.window_s + SETTLE_S)
+            return [Derived(Kind.BUS_DISCONNECTED, now, MONITOR, {"endpoint": endpoint, "event": event})]
+        return []
+
+    def _expire(self, now: float) -> list[Derived]:
+        out: list[Derived] = []
+        if self.live.age(BROKER, now) > self.window_s and self.live.mark_dead(BROKER):
+            out += self._died(self._node(BROKER), now, "silent")
+        if not self.bus_works(now):
+            self.resume_at = max(self.resume_at, now + self.window_s + SETTLE_S)
+            return out
+        if now < self.resume_at:
+            return out
+        broker_age = self.live.age(BROKER, now)
+        for name in self.live.nodes():
+            age = self.live.age(name, now)
+            if name != BROKER and age > self.window_s and age - broker_age >= self.window_s \
+                    and self.live.mark_dead(name):
+                out += self._died(self._node(name), now, "silent")
+        return out
+
+    # --- the view ---------------------------------------------------------------
+
+    def snapshot(self, now: float, feed_lines: int = 12) -> Snapshot:
+        """Everything the view shows, with rates computed at ``now``."""
+        rows = [self._row(info, now) for info in self.nodes.values()]
+        requests = [r.rates.get("trades") for r in rows if r.kind == "replica" and r.state == "alive"]
+        lookups = [r.rates.get("lookups") for r in rows if r.kind == "frontend" and r.state == "alive"]
+        catalog = next((r for r in rows if r.kind == "catalog"), None)
+        hits = sum(_num(_sub(r.status, "cache").get("hits")) or 0 for r in rows if r.kind == "frontend")
+        misses = sum(_num(_sub(r.status, "cache").get("misses")) or 0 for r in rows if r.kind == "frontend")
+        bus = "unknown" if self.sub_up is None else ("up" if self.sub_up else "down")
+        if bus == "up" and self.live.age(BROKER, now) > self.window_s:
+            bus = "silent"
+        return Snapshot(
+            now=now, nodes=rows, leader=self.leader, epoch=self.epoch,
+            leader_node=None if self.leader is None else self.replicas.get(self.leader, f"order-{self.leader}"),
+            bus=bus, bus_down_s=None if self.bus_down_since is None else now - self.bus_down_since,
+            last_gap_s=self.last_gap_s,
+            rates={
+                "trades": self.txn.per_s(now),
+                "requests": _total(requests),
+                "invalidations": None if catalog is None else catalog.rates.get("seq"),
+                "stock_msgs": self.stock_msgs.per_s(now),
+                "lookups": _total(lookups),
+                "catalog_lookups": None if catalog is None else catalog.rates.get("lookups"),
+                "bus": self.bus_msgs.per_s(now),
+            },
+            hit_rate=hits / (hits + misses) if hits + misses else None,
+            topics=dict(self.topics), malformed=self.malformed, feed=self.feed.recent(feed_lines),
+        )
+
+    # --- internals --------------------------------------------------------------
+
+    def _node(self, name: str) -> NodeInfo:
+        info = self.nodes.get(name)
+        if info is None:
+            info = self.nodes[name] = NodeInfo(name)
+        return info
+
+    def _kind(self, info: NodeInfo) -> str:
+        if info.name == BROKER:
+            return "broker"
+        if info.name == CATALOG:
+            return "catalog"
+        if info.name in self.replicas.values() or "role" in info.status:
+            return "replica"
+        if "cache" in info.status or info.name.startswith("frontend"):
+            return "frontend"
+        return "other"
+
+    def _figures(self, info: NodeInfo, now: float, reset: bool) -> list[Derived]:
+        """Counters and per-role facts from a heartbeat's status."""
+        s = info.status
+        kind = self._kind(info)
+        out: list[Derived] = []
+        if kind == "replica":
+            for key in ("trades", "reads"):
+                info.count(key, now, s.get(key), reset)
+            if _is_number(s.get("last_txn")) and s["last_txn"] > self.max_txn:
+                self.max_txn = s["last_txn"]
+            me, term, leader = s.get("id"), s.get("term"), s.get("leader")
+            if s.get("role") == "leader":
+                self.txn.add(now, self.max_txn)  # one steady series: the leader's beats
+                out += self._see_leader(me, term, now, "heartbeat")
+                info.awaiting_catch_up = False
+            elif leader is not None:
+                out += self._see_leader(leader, term, now, "heartbeat")
+            if info.awaiting_catch_up and s.get("recovering") is False and leader is not None:
+                out += self._caught_up(info, s.get("last_index"), now, "heartbeat")
+        elif kind == "catalog":
+            for key in ("seq", "lookups", "trades"):
+                info.count(key, now, s.get(key), reset)
+        elif kind == "frontend":
+            cache, backend = _sub(s, "cache"), _sub(s, "backend")
+            if cache.get("enabled"):
+                parts = [_num(cache.get(k)) for k in ("hits", "misses", "bypassed")]
+                info.count("lookups", now, sum(p or 0 for p in parts), reset)
+            else:
+                info.count("lookups", now, backend.get("catalog_calls"), reset)
+            info.count("orders", now, backend.get("order_calls"), reset)
+            flushes = cache.get("flushes")
+            if _is_number(flushes):
+                if info.flushes is None or flushes < info.flushes:
+                    info.flushes = flushes
+                elif flushes > info.flushes:
+                    out += self._cache_flushed(info, flushes, None, now)
+        return out
+
+    def _see_leader(self, leader: Any, epoch: Any, now: float, source: str) -> list[Derived]:
+        if type(leader) is not int or type(epoch) is not int:
+            return []
+        if not (epoch > self.epoch or (self.leader is None and epoch >= self.epoch)):
+            return []
+        previous, previous_epoch = self.leader, self.epoch
+        self.leader, self.epoch = leader, epoch
+        node = self.replicas.get(leader, f"order-{leader}")
+        return [Derived(Kind.LEADER_CHANGED, now, node, {
+            "leader": leader, "epoch": epoch, "previous": previous,
+            "previous_epoch": previous_epoch if previous is not None else None, "source": source,
+        })]
+
+    def _caught_up(self, info: NodeInfo, index: Any, now: float, source: str) -> list[Derived]:
+        if not info.awaiting_catch_up and info.last_beat is not None:
+            return []
+        info.awaiting_catch_up = False
+        return [Derived(Kind.CAUGHT_UP, now, info.name, {"index": index, "leader": self.leader, "source": source})]
+
+    def _cache_flushed(self, info: NodeInfo, flushes: Any, reason: Any, now: float) -> list[Derived]:
+        if not _is_number(flushes) or (info.flushes is not None and flushes <= info.flushes):
+            return []  # reported already (by the event or by an earlier heartbeat)
+        info.flushes = flushes
+        return [Derived(Kind.CACHE_FLUSHED, now, info.name, {"reason": reason, "flushes": flushes})]
+
+    def _died(self, info: NodeInfo, now: float, reason: str) -> list[Derived]:
+        info.died_at = now
+        age = self.live.age(info.name, now)
+        detail = {"reason": reason, "silent_s": round(age, 3), "incarnation": info.incarnation}
+        out = [Derived(Kind.NODE_DEAD, now, info.name, detail)]
+        if self.leader is not None and self.replicas.get(self.leader) == info.name:
+            out.append(Derived(Kind.LEADER_LOST, now, info.name, {"leader": self.leader, "epoch": self.epoch}))
+        return out
+
+    def _logged(self, derived: list[Derived]) -> list[Derived]:
+        for d in derived:
+            self.feed.add(d.at, d.kind.value, d.node, d.detail)
+        return derived
+
+    def _row(self, info: NodeInfo, now: float) -> NodeRow:
+        age = self.live.age(info.name, now) if info.last_beat is not None else None
+        if age is None:
+            state = "unknown"
+        elif info.died_at is not None:
+            state = "dead"
+        else:
+            state = "alive" if self.live.is_alive(info.name, now) else "silent"
+        kind = self._kind(info)
+        lag = None
+        leader = self.nodes.get(self.replicas.get(self.leader, "")) if self.leader is not None else None
+        if kind == "replica" and leader is not None and state != "unknown":
+            mine, theirs = _num(info.status.get("last_index")), _num(leader.status.get("last_index"))
+            if mine is not None and theirs is not None:
+                lag = max(0, int(theirs - mine))  # heartbeats sampled apart can make it negative
+        return NodeRow(
+            name=info.name, kind=kind, state=state, age_s=age,
+            down_s=None if info.died_at is None else now - info.died_at,
+            incarnation=info.incarnation, restarts=info.restarts, status=info.status,
+            rates={k: (r.per_s(now) if state == "alive" else None) for k, r in info.rates.items()},
+            lag=lag, sockets=dict(info.sockets),
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+def _num(value: Any) -> float | None:
+    return value if _is_number(value) else None
+
+
+def _sub(status: dict, key: str) -> dict:
+    value = status.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _total(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None

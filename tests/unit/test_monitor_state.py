@@ -1,0 +1,355 @@
+"""The monitor's pure state: liveness, leaders, catch-up, flushes, the bus's
+own connection, rates and the feed, driven by hand-made messages and a fake
+clock (no sockets)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from rich.console import Console
+
+from broker.monitor.feed import SOCKETS, Feed
+from broker.monitor.jsonlines import JsonLines
+from broker.monitor.rates import EventRate, Rate
+from broker.monitor.state import SETTLE_S, Kind, MonitorState
+from broker.monitor.view import describe, render
+from common.protocol import Heartbeat, LeaderAnnouncement, NodeEvent, StockChanged, Topic
+
+WINDOW_S = 0.3
+INTERVAL_S = 0.1
+NODES = ["broker", "catalog", "order-1", "order-2", "order-3", "frontend"]
+
+
+class Clock:
+    """A fake monotonic clock."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+class Bus:
+    """Feeds a :class:`MonitorState` the way the listener would, and remembers
+    every derived event."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.state = MonitorState(NODES, {1: "order-1", 2: "order-2", 3: "order-3"}, WINDOW_S)
+        self.derived: list = []
+        self.seq: dict[str, int] = {}
+        self.incarnations = {name: f"{name}-a" for name in NODES}
+        self.status: dict[str, dict] = {
+            "broker": {},
+            "catalog": {"seq": 0, "fence": 1, "lookups": 0, "trades": 0, "batches": 0, "bad_requests": 0},
+            "frontend": {"node": "frontend", "cache": {"enabled": True, "size": 0, "capacity": 10, "streaming": True,
+                                                       "hits": 0, "misses": 0, "bypassed": 0, "flushes": 0,
+                                                       "hit_rate": 0.0},
+                         "backend": {"catalog_calls": 0, "order_calls": 0}},
+            **{f"order-{i}": replica_status(i, role="leader" if i == 3 else "follower") for i in (1, 2, 3)},
+        }
+
+    def send(self, topic: Topic, msg) -> list:
+        out = self.state.handle(topic, msg, self.clock.now)
+        self.derived += out
+        return out
+
+    def beat(self, node: str) -> list:
+        self.seq[node] = self.seq.get(node, 0) + 1
+        return self.send(Topic.HEARTBEAT, Heartbeat(node, self.incarnations[node], self.seq[node], 100,
+                                                    dict(self.status[node])))
+
+    def event(self, node: str, kind: str, **detail) -> list:
+        return self.send(Topic.EVENT, NodeEvent(node, kind, detail))
+
+    def socket(self, event: str) -> list:
+        out = self.state.on_socket("sub", event, "tcp://127.0.0.1:5556", self.clock.now)
+        self.derived += out
+        return out
+
+    def tick(self) -> list:
+        out = self.state.tick(self.clock.now)
+        self.derived += out
+        return out
+
+    def run(self, seconds: float, nodes: list[str]) -> list:
+        """Advance in heartbeat steps; ``nodes`` beat each step. Returns what was derived."""
+        start = len(self.derived)
+        end = self.clock.now + seconds
+        while self.clock.now < end - 1e-9:
+            self.clock.advance(INTERVAL_S)
+            for node in nodes:
+                self.beat(node)
+            self.tick()
+        return self.derived[start:]
+
+    def kinds(self, derived: list | None = None, node: str | None = None) -> list[str]:
+        return [d.kind.value for d in (self.derived if derived is None else derived)
+                if node is None or d.node == node]
+
+
+def replica_status(i: int, role: str = "follower", term: int = 1, leader: int | None = 3, last_index: int = 10,
+                   recovering: bool = False, trades: int = 0, last_txn: int = 5) -> dict:
+    return {"id": i, "role": role, "term": term, "leader": leader, "commit": last_index, "last_index": last_index,
+            "recovering": recovering, "down": "", "ready": role == "leader", "last_txn": last_txn,
+            "trades": trades, "reads": 0, "bad_requests": 0, "dropped_sends": 0}
+
+
+@pytest.fixture
+def bus() -> Bus:
+    b = Bus()
+    b.socket("connected")
+    b.socket("handshake_succeeded")
+    b.run(0.5, NODES)
+    return b
+
+
+# --- liveness ---------------------------------------------------------------------
+
+
+def test_first_heartbeats_are_sightings_and_the_first_leader_is_a_change(bus):
+    assert sorted(bus.kinds([d for d in bus.derived if d.kind is Kind.NODE_SEEN])) == ["node_seen"] * len(NODES)
+    changes = [d for d in bus.derived if d.kind is Kind.LEADER_CHANGED]
+    assert len(changes) == 1 and changes[0].detail["leader"] == 3 and changes[0].detail["previous"] is None
+    assert bus.kinds(bus.derived, "monitor") == ["bus_connected"]
+
+
+def test_a_silent_node_is_dead_after_the_window_and_not_before(bus):
+    others = [n for n in NODES if n != "order-2"]
+    early = bus.run(WINDOW_S - INTERVAL_S, others)
+    assert "node_dead" not in bus.kinds(early)
+    late = bus.run(2 * INTERVAL_S, others)
+    dead = [d for d in late if d.kind is Kind.NODE_DEAD]
+    assert [d.node for d in dead] == ["order-2"]
+    assert WINDOW_S < dead[0].detail["silent_s"] <= WINDOW_S + 2 * INTERVAL_S
+    assert dead[0].detail["reason"] == "silent"
+    assert "leader_lost" not in bus.kinds(late)  # order-2 was a follower
+    assert bus.run(1.0, others) == []  # reported once
+    row = next(r for r in bus.state.snapshot(bus.clock.now).nodes if r.name == "order-2")
+    assert row.state == "dead" and row.down_s > 0
+
+
+def test_a_dead_node_that_speaks_again_is_back_and_a_new_incarnation_is_a_restart(bus):
+    others = [n for n in NODES if n != "order-1"]
+    bus.run(0.6, others)
+    back = bus.run(INTERVAL_S, NODES)
+    assert bus.kinds(back) == ["node_back"]
+    assert back[0].detail["restarted"] is False and back[0].detail["down_s"] > 0
+
+    bus.incarnations["order-1"] = "order-1-b"  # restarted faster than the window: never seen dead
+    again = bus.run(INTERVAL_S, NODES)
+    # Its first heartbeat already says it follows a leader, not recovering: caught up.
+    assert bus.kinds(again) == ["node_back", "caught_up"]
+    assert again[0].detail == {"incarnation": "order-1-b", "restarted": True,
+                               "previous_incarnation": "order-1-a", "silent_s": pytest.approx(INTERVAL_S)}
+    assert next(r for r in bus.state.snapshot(bus.clock.now).nodes if r.name == "order-1").restarts == 1
+
+
+def test_a_stopping_node_is_dead_at_once(bus):
+    out = bus.event("catalog", "stopping")
+    assert bus.kinds(out) == ["node_dead"] and out[0].detail["reason"] == "stopping"
+    assert bus.run(1.0, [n for n in NODES if n != "catalog"]) == []
+
+
+def test_the_leaders_death_is_a_lost_leader(bus):
+    out = bus.run(0.6, [n for n in NODES if n != "order-3"])
+    assert bus.kinds(out) == ["node_dead", "leader_lost"]
+    assert out[1].detail == {"leader": 3, "epoch": 1}
+
+
+# --- the bus itself -------------------------------------------------------------
+
+
+def test_while_the_broker_is_silent_no_other_node_is_judged(bus):
+    """A hung broker: the SUB stays connected but nothing arrives."""
+    out = bus.run(3.0, [])
+    assert bus.kinds(out) == ["node_dead"] and out[0].node == "broker"
+    snap = bus.state.snapshot(bus.clock.now)
+    assert {r.name: r.state for r in snap.nodes} == {"broker": "dead", **{n: "silent" for n in NODES[1:]}}
+    assert snap.bus == "silent"
+
+
+def test_a_broker_restart_shows_as_a_gap_and_nodes_that_did_not_return_die_after_the_settle_time(bus):
+    out = bus.socket("disconnected")
+    assert bus.kinds(out) == ["bus_disconnected"]
+    for _ in range(5):
+        bus.clock.advance(0.1)
+        bus.socket("connect_retried")
+    gap = bus.run(1.5, [])
+    assert bus.kinds(gap) == ["node_dead"] and gap[0].node == "broker"
+    assert bus.state.snapshot(bus.clock.now).bus == "down"
+
+    out = bus.socket("connected")
+    assert bus.kinds(out) == ["bus_connected"]
+    assert out[0].detail["retries"] == 5 and out[0].detail["down_s"] == pytest.approx(2.0)
+    bus.incarnations["broker"] = "broker-b"
+    back = bus.run(WINDOW_S + SETTLE_S + 0.5, [n for n in NODES if n != "frontend"])
+    assert bus.kinds(back) == ["node_back", "node_dead"]
+    assert back[0].node == "broker" and back[0].detail["restarted"] is True
+    assert back[1].node == "frontend"
+    assert bus.state.snapshot(bus.clock.now).last_gap_s == pytest.approx(2.0)
+
+
+def test_a_monitor_started_before_the_broker_reports_it_unreachable_once():
+    b = Bus()
+    assert b.kinds(b.socket("connect_retried")) == ["bus_disconnected"]
+    assert b.socket("connect_retried") == []
+    assert b.kinds(b.socket("connected")) == ["bus_connected"]
+    assert b.socket("handshake_succeeded") == []
+
+
+# --- leaders, catch-up, flushes, stock changes ---------------------------------------
+
+
+def test_leader_changes_only_for_a_higher_epoch_from_any_source(bus):
+    assert bus.send(Topic.LEADER, LeaderAnnouncement(3, 1, "tcp://x")) == []
+    out = bus.event("order-2", "leader_elected", leader=2, epoch=2, last_index=10)
+    assert bus.kinds(out) == ["leader_changed"]
+    assert out[0].detail == {"leader": 2, "epoch": 2, "previous": 3, "previous_epoch": 1, "source": "leader_elected"}
+    assert bus.send(Topic.LEADER, LeaderAnnouncement(3, 1, "tcp://x")) == []  # stale
+    assert bus.event("order-1", "leader_changed", leader=None, epoch=3) == []  # nobody known
+    bus.status["order-1"] = replica_status(1, role="leader", term=4, leader=1)
+    out = bus.beat("order-1")
+    assert bus.kinds(out) == ["leader_changed"] and out[0].node == "order-1" and out[0].detail["epoch"] == 4
+    snap = bus.state.snapshot(bus.clock.now)
+    assert (snap.leader, snap.leader_node, snap.epoch) == (1, "order-1", 4)
+
+
+def test_a_restarted_replica_catches_up_once_whether_the_event_or_the_heartbeat_says_so(bus):
+    bus.incarnations["order-1"] = "order-1-b"
+    bus.status["order-1"] = replica_status(1, recovering=True, leader=None, last_index=3)
+    out = bus.run(0.3, NODES)
+    assert bus.kinds(out) == ["node_back"]
+    assert next(r for r in bus.state.snapshot(bus.clock.now).nodes if r.name == "order-1").lag == 7
+    out = bus.event("order-1", "caught_up", index=10, leader=3)
+    assert bus.kinds(out) == ["caught_up"] and out[0].detail["source"] == "event"
+    bus.status["order-1"] = replica_status(1)
+    assert bus.run(0.3, NODES) == []  # the heartbeat agrees: no second report
+
+    bus.incarnations["order-2"] = "order-2-b"  # its caught_up event is lost (slow joiner)
+    bus.status["order-2"] = replica_status(2, recovering=True, leader=None)
+    bus.run(0.2, NODES)
+    bus.status["order-2"] = replica_status(2)
+    out = bus.run(0.2, NODES)
+    assert bus.kinds(out) == ["caught_up"] and out[0].node == "order-2" and out[0].detail["source"] == "heartbeat"
+
+
+def test_a_running_replica_seen_for_the_first_time_is_not_reported_as_caught_up(bus):
+    assert "caught_up" not in bus.kinds()
+
+
+def test_cache_flushes_are_reported_once_from_the_event_or_the_heartbeat(bus):
+    out = bus.event("frontend", "cache_flushed", reason="broker disconnected", flushes=1)
+    assert bus.kinds(out) == ["cache_flushed"] and out[0].detail == {"reason": "broker disconnected", "flushes": 1}
+    bus.status["frontend"]["cache"] = {**bus.status["frontend"]["cache"], "flushes": 1}
+    assert bus.run(0.3, NODES) == []
+    bus.status["frontend"]["cache"] = {**bus.status["frontend"]["cache"], "flushes": 2}
+    out = bus.run(0.1, NODES)
+    assert bus.kinds(out) == ["cache_flushed"] and out[0].detail == {"reason": None, "flushes": 2}
+    assert bus.event("frontend", "cache_flushed", reason="gap", flushes=2) == []
+
+
+def test_a_jump_in_the_catalogs_sequence_is_a_gap(bus):
+    assert bus.send(Topic.STOCK, StockChanged("FishCo", 1.0, 10, 1, 7)) == []
+    assert bus.send(Topic.STOCK, StockChanged("FishCo", 1.0, 9, 2, 8)) == []
+    out = bus.send(Topic.STOCK, StockChanged("FishCo", 1.0, 6, 3, 11))
+    assert bus.kinds(out) == ["stock_gap"] and out[0].detail == {"expected": 9, "got": 11, "missed": 2}
+
+
+def test_garbage_in_a_status_is_shown_not_fatal(bus):
+    bus.status["order-2"] = {"role": 5, "trades": "many", "last_index": None, "leader": "x", "term": []}
+    bus.status["frontend"] = {"cache": "full", "backend": 3}
+    bus.run(0.3, NODES)
+    snap = bus.state.snapshot(bus.clock.now)
+    text = _text(snap)
+    assert "order-2" in text and "frontend" in text
+
+
+# --- rates, snapshot, feed, outputs ---------------------------------------------------
+
+
+def test_rates_come_from_counter_deltas_and_reset_when_a_counter_restarts():
+    rate = Rate(window_s=2.0)
+    for t in range(11):
+        rate.add(t * 0.1, t * 5)
+    assert rate.per_s(1.0) == pytest.approx(50.0)
+    rate.add(1.1, 2)  # the node restarted
+    assert rate.per_s(1.1) is None
+    rate.add(1.2, 7)
+    assert rate.per_s(1.2) == pytest.approx(50.0)
+    assert rate.per_s(5.0) is None  # nothing new for longer than the window
+    events = EventRate(window_s=2.0)
+    for t in range(10):
+        events.add(t * 0.1)
+    assert events.per_s(1.0) == pytest.approx(10.0)
+
+
+def test_snapshot_has_trade_lookup_and_invalidation_rates_and_lag(bus):
+    for step in range(30):  # longer than the rate window
+        bus.status["order-3"] = replica_status(3, role="leader", trades=step * 10, last_txn=10 + step * 10,
+                                               last_index=100 + step * 10)
+        bus.status["order-1"] = replica_status(1, last_index=100 + step * 10 - 4)
+        bus.status["catalog"] = {**bus.status["catalog"], "seq": step * 10, "lookups": step * 2}
+        cache = {**bus.status["frontend"]["cache"], "hits": step * 3, "misses": step}
+        bus.status["frontend"] = {**bus.status["frontend"], "cache": cache}
+        bus.run(INTERVAL_S, NODES)
+    snap = bus.state.snapshot(bus.clock.now)
+    assert snap.rates["trades"] == pytest.approx(100.0)
+    assert snap.rates["requests"] == pytest.approx(100.0)
+    assert snap.rates["invalidations"] == pytest.approx(100.0)
+    assert snap.rates["catalog_lookups"] == pytest.approx(20.0)
+    assert snap.rates["lookups"] == pytest.approx(40.0)
+    assert snap.hit_rate == pytest.approx(0.75)
+    lags = {r.name: r.lag for r in snap.nodes if r.kind == "replica"}
+    assert lags == {"order-1": 4, "order-2": 390 - 10, "order-3": 0}
+    text = _text(snap)
+    assert "order-3" in text and "leader" in text and "100.0 trades/s" in text
+
+
+def test_socket_events_of_one_node_are_grouped_until_it_goes_quiet():
+    feed = Feed(group_s=2.0)
+    for i in range(10):
+        feed.socket(1.0 + i * 0.1, "order-1", "peer-3", "connect_retried", "tcp://127.0.0.1:5563")
+    feed.socket(2.0, "order-1", "peer-3", "disconnected", "tcp://127.0.0.1:5563")
+    feed.socket(2.0, "order-2", "peer-3", "disconnected", "tcp://127.0.0.1:5563")
+    feed.add(2.1, "node_dead", "order-3", {"reason": "silent", "silent_s": 0.35})
+    feed.socket(3.0, "order-1", "peer-2", "connected", "tcp://127.0.0.1:5562")
+    feed.socket(9.0, "order-1", "peer-2", "disconnected", "tcp://127.0.0.1:5562")
+    items = feed.recent(10)
+    assert [(i.kind, i.node) for i in items] == [
+        (SOCKETS, "order-1"), (SOCKETS, "order-2"), ("node_dead", "order-3"), (SOCKETS, "order-1")]
+    assert dict(items[0].counts) == {"connect_retried": 10, "disconnected": 1, "connected": 1}
+    assert items[0].labels == {"peer-3", "peer-2"}
+    assert "connect_retried ×10" in describe(items[0])
+    assert describe(items[2]) == "DEAD: no heartbeat for 350 ms"
+
+
+def test_json_lines_carry_bus_messages_derived_events_and_socket_events_filtered_by_topic(bus):
+    out = io.StringIO()
+    sink = JsonLines(out)
+    sink.bus(Topic.LEADER, LeaderAnnouncement(3, 1, "tcp://x"), 1700000000.5)
+    sink.derived(bus.derived[-1:], 1700000000.6)
+    sink.socket("sub", "disconnected", "tcp://x", 1700000000.7)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0] == {"type": "bus", "topic": "leader", "time": 1700000000.5,
+                        "message": {"msg": "leader", "leader": 3, "epoch": 1, "endpoint": "tcp://x"}}
+    assert lines[1]["type"] == "derived" and lines[1]["kind"] == bus.derived[-1].kind.value
+    assert lines[2] == {"type": "socket", "node": "monitor", "socket": "sub", "event": "disconnected",
+                        "endpoint": "tcp://x", "time": 1700000000.7}
+    only = io.StringIO()
+    sink = JsonLines(only, ["derived", "heartbeat"])
+    sink.bus(Topic.LEADER, LeaderAnnouncement(3, 1, "tcp://x"), 1.0)
+    sink.bus(Topic.HEARTBEAT, Heartbeat("broker", "i", 1, 100, {}), 1.0)
+    sink.socket("sub", "disconnected", "tcp://x", 1.0)
+    sink.derived(bus.derived[-1:], 1.0)
+    assert [json.loads(line)["type"] for line in only.getvalue().splitlines()] == ["bus", "derived"]
+
+
+def _text(snap) -> str:
+    console = Console(record=True, width=120, file=io.StringIO())
+    console.print(render(snap, 1_700_000_000.0))
+    return console.export_text()

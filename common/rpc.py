@@ -122,14 +122,14 @@ def call(
     connect_deadline = start + (timeout_s if connect_s is None else min(connect_s, timeout_s))
     deadline = start + timeout_s
     try:
-        while not sock.poll(POLL_SLICE_MS, zmq.POLLOUT):
+        while not sock.poll(_slice_ms(connect_deadline, cancel), zmq.POLLOUT):
             if time.monotonic() >= connect_deadline or (cancel is not None and cancel()):
                 raise PeerUnavailable(f"no connection to {pool.endpoint}")
         try:
             sock.send(codec.encode(msg), zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             raise PeerUnavailable(f"cannot send to {pool.endpoint}: {exc}") from None
-        while not sock.poll(POLL_SLICE_MS):
+        while not sock.poll(_slice_ms(deadline, cancel)):
             if time.monotonic() >= deadline or (cancel is not None and cancel()):
                 raise RpcTimeout(f"no reply from {pool.endpoint} within {timeout_s:.3f}s")
         try:
@@ -144,3 +144,10 @@ def call(
     if isinstance(reply, Error):
         raise from_error_message(reply)
     return reply
+
+
+def _slice_ms(deadline: float, cancel: Callable[[], bool] | None) -> int:
+    """How long one poll may wait: to the deadline, or a slice when a cancel
+    condition must be checked along the way."""
+    left = max(1, int((deadline - time.monotonic()) * 1000) + 1)
+    return left if cancel is None else min(left, POLL_SLICE_MS)

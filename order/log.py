@@ -1,8 +1,12 @@
 """The order log's storage interface, and an in-memory implementation.
 
 The replication state machines (:mod:`order.raft`, :mod:`order.desk`) read
-and write the log only through :class:`LogStore`. A write returns once it is
-durable, so the machines need no separate "persisted" callback. Production
+and write the log only through :class:`LogStore`. :meth:`LogStore.append`
+returns once the entries are durable. The leader instead *stages* its new
+entries (visible to reads at once), sends them to the followers, and only
+then *flushes* them to disk, so that its own fsync runs while the followers
+write theirs (Raft's section 10.2.1); it counts itself towards a majority
+only after the flush. Production
 uses :class:`order.store.SqliteLog`; unit tests and the deterministic
 simulator use :class:`MemoryLog`, which "survives a crash" simply by being
 handed to the restarted replica.
@@ -40,7 +44,14 @@ class LogStore(Protocol):
         """Entries ``lo..hi`` inclusive (clamped to the log)."""
 
     def append(self, entries: list[LogEntry], truncate_from: int | None = None) -> None:
-        """Durably drop entries from ``truncate_from`` on, then add ``entries``."""
+        """Durably drop entries from ``truncate_from`` on, then add ``entries``
+        (flushing anything staged first)."""
+
+    def stage(self, entries: list[LogEntry]) -> None:
+        """Add ``entries`` at the end, visible to reads but not yet durable."""
+
+    def flush(self) -> None:
+        """Make every staged entry durable."""
 
     def by_request(self, request_id: str) -> LogEntry | None:
         """The trade entry carrying this request id, committed or not."""
@@ -64,6 +75,7 @@ class MemoryLog:
         self.log: list[LogEntry] = []
         self._rid: dict[str, LogEntry] = {}
         self._txn: dict[int, LogEntry] = {}
+        self.unflushed = 0
 
     def hard_state(self) -> tuple[int, int | None]:
         return self.term, self.voted_for
@@ -93,7 +105,24 @@ class MemoryLog:
     def entries(self, lo: int, hi: int) -> list[LogEntry]:
         return self.log[max(lo, 1) - 1 : max(hi, 0)]
 
+    def stage(self, entries: list[LogEntry]) -> None:
+        self._add(entries, None)
+        self.unflushed += len(entries)
+
+    def flush(self) -> None:
+        self.unflushed = 0
+
+    def lose_unflushed(self) -> None:
+        """What a crash does to staged entries (for the simulator)."""
+        if self.unflushed:
+            self._add([], len(self.log) - self.unflushed + 1)
+            self.unflushed = 0
+
     def append(self, entries: list[LogEntry], truncate_from: int | None = None) -> None:
+        self.unflushed = 0
+        self._add(entries, truncate_from)
+
+    def _add(self, entries: list[LogEntry], truncate_from: int | None) -> None:
         if truncate_from is not None:
             for entry in self.log[truncate_from - 1 :]:
                 if entry.trade is not None:

@@ -81,6 +81,12 @@ class SendPeer:
 
 
 @dataclass(frozen=True)
+class Flush:
+    """Make the staged entries durable now (after the sends before it), then
+    call :meth:`Raft.flushed`."""
+
+
+@dataclass(frozen=True)
 class BecameLeader:
     term: int
 
@@ -172,6 +178,7 @@ class Raft:
         self.probe = 0
         self.heartbeat_due = now
         self.leader_since = now
+        self.durable = log.last_index()  # the leader's own entries known to be on disk
 
     # --- queries ------------------------------------------------------------
 
@@ -240,6 +247,9 @@ class Raft:
     def propose(self, trades: list[TradeRecord | None], now: float) -> tuple[list[LogEntry], list]:
         """Append entries (``None`` for a no-op) and start replicating them.
 
+        The entries are staged, sent to the followers, and only then flushed
+        (the :class:`Flush` output), so the leader's fsync overlaps theirs.
+
         :returns: the entries as logged (with their indices), and outputs.
         """
         out: list = []
@@ -247,11 +257,19 @@ class Raft:
             return [], out
         first = self.log.last_index() + 1
         entries = [LogEntry(index=first + i, term=self.term, trade=t) for i, t in enumerate(trades)]
-        self.log.append(entries)
+        self.log.stage(entries)
         for peer in self.peers:
             self._send_append(peer, out)
-        self._advance_commit(out)
+        out.append(Flush())
         return entries, out
+
+    def flushed(self, now: float) -> list:
+        """The shell made every staged entry durable."""
+        out: list = []
+        self.durable = self.log.last_index()
+        if self.role is Role.LEADER:
+            self._advance_commit(out)
+        return out
 
     def read_barrier(self, now: float) -> tuple[int, list]:
         """Start a heartbeat round whose majority echo proves leadership.
@@ -500,6 +518,7 @@ class Raft:
                 break
         if new:
             self.log.append(new, truncate_from)
+        self.durable = self.log.last_index()
         match = m.prev_index + len(m.entries)
         if m.commit > self.commit:
             self.commit = min(m.commit, match)
@@ -537,7 +556,7 @@ class Raft:
             self._send_append(peer, out)
 
     def _advance_commit(self, out: list) -> None:
-        matches = sorted([self.log.last_index(), *self.match_index.values()], reverse=True)
+        matches = sorted([self.durable, *self.match_index.values()], reverse=True)
         candidate = matches[self.majority - 1]
         if candidate > self.commit and self.log.term_at(candidate) == self.term:
             self.commit = candidate

@@ -3,7 +3,9 @@
 :class:`Replica` is what the I/O shell (:mod:`order.server`) and the
 deterministic simulator drive. Every entry point takes ``now`` and returns
 outputs; the ones for the outside world are :class:`order.raft.SendPeer`,
-:class:`order.desk.ToClient` and :class:`order.desk.ToCatalog`, and the
+:class:`order.desk.ToClient`, :class:`order.desk.ToCatalog` and
+:class:`order.raft.Flush` (make staged entries durable, then call
+:meth:`Replica.flushed`), and the
 signals :class:`BecameLeader`, :class:`SteppedDown`, :class:`LeaderChanged`
 and :class:`CaughtUp` are passed on too so the shell can announce them.
 Everything else is consumed here.
@@ -56,6 +58,10 @@ class Replica:
 
     def on_catalog(self, msg: Message, now: float) -> list:
         return self._route(self.desk.on_catalog(msg, now), now)
+
+    def flushed(self, now: float) -> list:
+        """The shell made the staged log entries durable (after a Flush output)."""
+        return self._route(self.raft.flushed(now), now)
 
     def peer_down(self, peer: int, now: float) -> list:
         return self._route(self.raft.peer_down(peer, now), now)

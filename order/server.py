@@ -39,7 +39,9 @@ from common.protocol import (
 )
 
 from .desk import ToCatalog, ToClient
-from .raft import BecameLeader, Campaign, CaughtUp, LeaderChanged, SendPeer, SteppedDown, Timing, VoteRefused
+from .raft import (
+    BecameLeader, Campaign, CaughtUp, Flush, LeaderChanged, SendPeer, SteppedDown, Timing, VoteRefused,
+)
 from .replica import Replica
 from .store import SqliteLog
 
@@ -189,6 +191,10 @@ class OrderServer:
                 rpc.send_reply(self.router, out.ref, out.msg)
             elif isinstance(out, ToCatalog):
                 self._send(self.catalog, out.msg)
+            elif isinstance(out, Flush):
+                # The sends above are on their way; now our own fsync, in parallel with theirs.
+                self.store.flush()
+                self.execute(self.replica.flushed(time.monotonic()))
             elif isinstance(out, BecameLeader):
                 self.bus.event("leader_elected", leader=self.me.id, epoch=out.term,
                                last_index=self.store.last_index())

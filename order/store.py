@@ -9,11 +9,12 @@ A no-op entry has NULL trade columns. The UNIQUE constraints are a last line
 of defence: a second entry for one request id or transaction number cannot
 be written, whatever the code above does.
 
-WAL mode with ``synchronous=FULL``: :meth:`SqliteLog.append` and
-:meth:`SqliteLog.save_hard_state` return after the commit reached the disk,
-which is what lets a replica acknowledge entries and votes (a vote forgotten
-in a crash could elect two leaders in one term). One call writes a whole
-batch in one transaction (group commit).
+WAL mode with ``synchronous=FULL``: :meth:`SqliteLog.append`,
+:meth:`SqliteLog.flush` and :meth:`SqliteLog.save_hard_state` return after
+the commit reached the disk, which is what lets a replica acknowledge entries
+and votes (a vote forgotten in a crash could elect two leaders in one term).
+One call writes a whole batch in one transaction (group commit). Entries a
+leader has staged but not flushed live in memory, and every read sees them.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class SqliteLog:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self._pending: list[LogEntry] = []
+        self._pending_rid: dict[str, LogEntry] = {}
+        self._pending_txn: dict[int, LogEntry] = {}
         self._refresh()
 
     def _refresh(self) -> None:
@@ -92,6 +96,8 @@ class SqliteLog:
             return self._last_term
         if index > self._last_index or index < 0:
             return None
+        if self._pending and index >= self._pending[0].index:
+            return self._pending[index - self._pending[0].index].term
         row = self.db.execute("SELECT term FROM log WHERE idx = ?", (index,)).fetchone()
         return None if row is None else row[0]
 
@@ -110,9 +116,35 @@ class SqliteLog:
         rows = self.db.execute(
             f"SELECT {_COLUMNS} FROM log WHERE idx BETWEEN ? AND ? ORDER BY idx", (lo, hi)
         ).fetchall()
-        return [_entry(r) for r in rows]
+        found = [_entry(r) for r in rows]
+        return found + [e for e in self._pending if lo <= e.index <= hi]
+
+    def stage(self, entries: list[LogEntry]) -> None:
+        if entries and entries[0].index != self._last_index + 1:
+            raise ValueError(f"entry {entries[0].index} does not follow {self._last_index}")
+        for e in entries:
+            if e.trade is not None:
+                self._pending_rid[e.trade.request_id] = e
+                self._pending_txn[e.trade.txn] = e
+                self._last_txn = max(self._last_txn, e.trade.txn)
+                self._max_seq = max(self._max_seq, e.trade.seq)
+        self._pending.extend(entries)
+        if entries:
+            self._last_index, self._last_term = entries[-1].index, entries[-1].term
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        pending = self._pending
+        self._pending, self._pending_rid, self._pending_txn = [], {}, {}
+        self._last_index -= len(pending)
+        self._write(pending, None)
 
     def append(self, entries: list[LogEntry], truncate_from: int | None = None) -> None:
+        self.flush()
+        self._write(entries, truncate_from)
+
+    def _write(self, entries: list[LogEntry], truncate_from: int | None) -> None:
         rows = []
         for e in entries:
             t = e.trade
@@ -140,10 +172,14 @@ class SqliteLog:
                     self._max_seq = max(self._max_seq, e.trade.seq)
 
     def by_request(self, request_id: str) -> LogEntry | None:
+        if request_id in self._pending_rid:
+            return self._pending_rid[request_id]
         row = self.db.execute(f"SELECT {_COLUMNS} FROM log WHERE request_id = ?", (request_id,)).fetchone()
         return None if row is None else _entry(row)
 
     def by_txn(self, txn: int) -> LogEntry | None:
+        if txn in self._pending_txn:
+            return self._pending_txn[txn]
         row = self.db.execute(f"SELECT {_COLUMNS} FROM log WHERE txn = ?", (txn,)).fetchone()
         return None if row is None else _entry(row)
 
@@ -154,4 +190,5 @@ class SqliteLog:
         return self._max_seq
 
     def close(self) -> None:
+        self.flush()
         self.db.close()

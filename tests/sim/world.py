@@ -28,7 +28,7 @@ from common.protocol import (
 )
 from order.desk import ToCatalog, ToClient
 from order.log import MemoryLog
-from order.raft import BecameLeader, Role, SendPeer, Timing
+from order.raft import BecameLeader, Flush, Role, SendPeer, Timing
 from order.replica import Replica
 
 CATALOG = "catalog"
@@ -165,6 +165,7 @@ class World:
         if self.nodes.get(i) is not None:
             self._note(f"crash {i}")
             self.nodes[i] = None
+            self.logs[i].lose_unflushed()
             for p in self.ids:  # the OS closes its connections: peers see it at once
                 node = self.nodes.get(p)
                 if node is not None:
@@ -210,6 +211,9 @@ class World:
                 self.send(i, CATALOG, out.msg)
             elif isinstance(out, ToClient):
                 self.send(i, out.ref, out.msg)
+            elif isinstance(out, Flush):
+                # The fsync takes a while; a crash before it loses the staged entries.
+                self._schedule(self.now + self.rng.uniform(0.0001, 0.001), "flush", i)
             elif isinstance(out, BecameLeader):
                 self._note(f"leader {i} term={out.term}")
                 if self.leaders.setdefault(out.term, i) != i:
@@ -231,6 +235,11 @@ class World:
             self._deliver(*event.data)
         elif event.kind == "call":
             event.data()
+        elif event.kind == "flush":
+            node = self.nodes.get(event.data)
+            if node is not None:
+                self.logs[event.data].flush()
+                self._execute(event.data, node.flushed(self.now))
         self.check()
         return True
 

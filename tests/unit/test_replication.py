@@ -1,0 +1,272 @@
+"""The order replicas' state machines, driven by hand: no sockets, a fake clock.
+
+A tiny synchronous network delivers every output at once (in order), so each
+test spells out one rule of order/raft.py or order/desk.py.
+"""
+
+from __future__ import annotations
+
+from common.protocol import (
+    AppendEntries, ApplyTrades, Error, GetOrder, LogEntry, OrderInfo, PlaceTrade, TradeDone, TradeItem, TradeRecord,
+    VoteReply, VoteRequest,
+)
+from order.desk import ToCatalog, ToClient
+from order.log import MemoryLog
+from order.raft import Flush, Role, SendPeer, Timing
+from order.replica import Replica
+from tests.sim.world import SimCatalog
+
+TIMING = Timing(heartbeat_s=0.1, election_s=0.3, rank_step_s=0.15)
+
+
+class Net:
+    """Three replicas and a catalog; outputs are delivered synchronously."""
+
+    def __init__(self, ids=(1, 2, 3), logs=None) -> None:
+        self.now = 0.0
+        self.ids = list(ids)
+        self.logs = logs or {i: MemoryLog() for i in self.ids}
+        self.nodes = {i: Replica(i, [p for p in self.ids if p != i], self.logs[i], TIMING, 0.1, 0.0)
+                      for i in self.ids}
+        self.catalog = SimCatalog()
+        self.down: set[int] = set()
+        self.replies: list[tuple[object, object]] = []
+        self.catalog_up = True
+
+    def run(self, i: int, outputs: list) -> None:
+        queue = [(i, o) for o in outputs]
+        while queue:
+            src, out = queue.pop(0)
+            if isinstance(out, SendPeer):
+                if out.peer not in self.down and src not in self.down:
+                    queue += [(out.peer, o) for o in self.nodes[out.peer].on_peer(out.msg, self.now)]
+            elif isinstance(out, ToCatalog):
+                if self.catalog_up:
+                    reply = self.catalog.handle(out.msg)
+                    queue += [(src, o) for o in self.nodes[src].on_catalog(reply, self.now)]
+            elif isinstance(out, Flush):
+                self.logs[src].flush()
+                queue += [(src, o) for o in self.nodes[src].flushed(self.now)]
+            elif isinstance(out, ToClient):
+                self.replies.append((out.ref, out.msg))
+
+    def advance(self, seconds: float, step: float = 0.01) -> None:
+        end = self.now + seconds
+        while self.now < end:
+            self.now = round(self.now + step, 6)
+            for i in self.ids:
+                if i not in self.down:
+                    self.run(i, self.nodes[i].tick(self.now))
+
+    def leader(self) -> int | None:
+        leaders = [i for i in self.ids if i not in self.down and self.nodes[i].raft.role is Role.LEADER]
+        assert len(leaders) <= 1
+        return leaders[0] if leaders else None
+
+    def place(self, i: int, ref: str, name="FishCo", qty=1, side="buy") -> None:
+        self.run(i, self.nodes[i].on_client(ref, PlaceTrade(ref, name, qty, side), self.now))
+
+    def reply(self, ref: str):
+        found = [m for r, m in self.replies if r == ref]
+        return found[-1] if found else None
+
+
+def elected() -> Net:
+    net = Net()
+    net.advance(1.0)
+    assert net.leader() is not None
+    return net
+
+
+def test_the_highest_id_is_elected_when_all_start_together():
+    net = elected()
+    assert net.leader() == 3
+    assert {net.nodes[i].raft.leader for i in (1, 2)} == {3}
+    assert all(net.nodes[i].raft.term == 1 for i in (1, 2, 3))
+
+
+def test_a_trade_is_acknowledged_only_when_a_majority_holds_it():
+    net = elected()
+    net.down.add(2)
+    net.down.add(1)
+    net.place(3, "r1")
+    assert net.reply("r1") is None  # only the leader has it
+    assert net.nodes[3].raft.commit < net.logs[3].last_index()
+    net.down.discard(1)
+    net.advance(0.2)  # a heartbeat carries the entry to replica 1
+    done = net.reply("r1")
+    assert isinstance(done, TradeDone) and done.txn == 0
+    assert net.logs[1].by_request("r1") is not None
+
+
+def test_transaction_numbers_start_at_zero_and_rise_by_one():
+    net = elected()
+    for k in range(5):
+        net.place(3, f"r{k}")
+    assert [net.reply(f"r{k}").txn for k in range(5)] == [0, 1, 2, 3, 4]
+
+
+def test_a_refused_trade_takes_no_number_and_is_not_logged():
+    net = elected()
+    net.place(3, "big", qty=1000)
+    assert isinstance(net.reply("big"), Error) and net.reply("big").code == "not_enough_stock"
+    net.place(3, "small")
+    assert net.reply("small").txn == 0
+    assert net.logs[3].by_request("big") is None
+
+
+def test_a_retry_with_the_same_request_id_gets_the_first_result():
+    net = elected()
+    net.place(3, "r1", qty=2)
+    first = net.reply("r1")
+    net.place(3, "r1", qty=2)
+    again = net.reply("r1")
+    assert (again.txn, again.name, again.quantity, again.side) == (first.txn, "FishCo", 2, "buy")
+    assert again.stock is None  # a replay: the frontend drops its cached entry instead
+    assert net.catalog.stocks["FishCo"].quantity == 98
+
+
+def test_a_request_id_reused_for_another_trade_is_refused():
+    net = elected()
+    net.place(3, "r1", qty=2)
+    net.place(3, "r1", qty=3)
+    assert isinstance(net.reply("r1"), Error) and net.reply("r1").code == "key_reused"
+
+
+def test_a_follower_says_who_leads():
+    net = elected()
+    net.place(1, "r1")
+    reply = net.reply("r1")
+    assert isinstance(reply, Error) and reply.code == "not_leader" and reply.leader == 3 and reply.epoch == 1
+
+
+def test_a_voter_refuses_a_candidate_that_lacks_its_entries_and_campaigns_itself():
+    net = elected()
+    net.place(3, "r1")
+    net.down.add(2)  # replica 2 misses the next trades
+    net.place(3, "r2")
+    net.place(3, "r3")
+    net.down.discard(2)
+    net.down.add(3)
+    voter = net.nodes[1]
+    voter.raft.peer_down(3, net.now)
+    stale = net.logs[2]
+    out = voter.on_peer(VoteRequest(term=2, candidate=2, last_index=stale.last_index(),
+                                    last_term=stale.last_term(), pre_vote=True), net.now + 0.001)
+    reply = next(o.msg for o in out if isinstance(o, SendPeer))
+    assert isinstance(reply, VoteReply) and not reply.granted and reply.log_ahead
+    assert voter.raft.election_due <= net.now + 0.001
+
+
+def test_after_the_leader_dies_the_up_to_date_replica_wins_not_the_higher_id():
+    net = elected()
+    net.down.add(2)
+    net.place(3, "r1")  # committed by 3 and 1 only
+    assert isinstance(net.reply("r1"), TradeDone)
+    net.down.discard(2)
+    net.down.add(3)
+    for i in (1, 2):
+        net.run(i, net.nodes[i].peer_down(3, net.now))
+    net.advance(1.0)
+    assert net.leader() == 1
+    assert net.logs[2].by_request("r1") is not None  # the new leader brought replica 2 up to date
+
+
+def test_a_pre_vote_raises_no_term_and_a_live_leader_keeps_its_followers():
+    net = elected()
+    follower = net.nodes[1]
+    term = follower.raft.term
+    out = follower.on_peer(VoteRequest(term=term + 1, candidate=2, last_index=99, last_term=term, pre_vote=True),
+                           net.now)
+    reply = next(o.msg for o in out if isinstance(o, SendPeer))
+    assert not reply.granted  # it hears its leader
+    assert follower.raft.term == term
+
+
+def test_a_starting_replica_refuses_votes_until_it_caught_up_or_heard_no_leader():
+    net = Net()
+    fresh = net.nodes[1]
+    out = fresh.on_peer(VoteRequest(term=1, candidate=2, last_index=0, last_term=0, pre_vote=False), 0.01)
+    assert not next(o.msg for o in out if isinstance(o, SendPeer)).granted
+    out = fresh.on_peer(VoteRequest(term=1, candidate=2, last_index=0, last_term=0, pre_vote=False), 0.5)
+    assert next(o.msg for o in out if isinstance(o, SendPeer)).granted
+
+
+def test_a_stale_leader_is_refused_by_replicas_and_steps_down():
+    net = elected()
+    follower = net.nodes[1]
+    out = follower.on_peer(AppendEntries(term=0, leader=2, prev_index=0, prev_term=0, entries=[], commit=0), net.now)
+    reply = next(o.msg for o in out if isinstance(o, SendPeer))
+    assert not reply.success and reply.term == 1
+    leader = net.nodes[3]
+    leader.on_peer(reply.__class__(term=5, follower=1, success=False, match_index=0, hint=0), net.now)
+    assert leader.raft.role is Role.FOLLOWER and leader.raft.term == 5
+
+
+def test_a_leader_cut_off_from_its_majority_steps_down():
+    net = elected()
+    net.down.update({1, 2})
+    net.nodes[3].raft.peer_down(1, net.now)
+    now = net.now
+    while net.nodes[3].raft.role is Role.LEADER and net.now < now + 1:
+        net.now = round(net.now + 0.01, 6)
+        net.run(3, net.nodes[3].tick(net.now))
+    assert net.nodes[3].raft.role is Role.FOLLOWER
+    assert net.now - now <= TIMING.election_s + TIMING.heartbeat_s + 0.02
+
+
+def test_a_new_leader_adopts_what_the_catalog_applied_but_no_log_holds():
+    net = elected()
+    # Replica 3 leads; the catalog applies a trade, then 3 dies before logging it.
+    net.catalog.handle(_apply("orphan", epoch=1))
+    net.down.add(3)
+    for i in (1, 2):
+        net.run(i, net.nodes[i].peer_down(3, net.now))
+    net.advance(1.0)
+    leader = net.leader()
+    assert leader in (1, 2)
+    entry = net.logs[leader].by_request("orphan")
+    assert entry is not None and entry.trade.txn == 0
+    net.place(leader, "orphan", qty=3)  # a late retry finds it
+    assert net.reply("orphan").txn == 0
+    net.place(leader, "next")
+    assert net.reply("next").txn == 1
+
+
+def _apply(request_id: str, epoch: int) -> ApplyTrades:
+    return ApplyTrades(epoch=epoch, batch=999, trades=[TradeItem(request_id, "FishCo", 3, "buy")])
+
+
+def test_the_fence_refuses_a_deposed_leader():
+    net = elected()
+    reply = net.catalog.handle(_apply("late", epoch=0))
+    assert isinstance(reply, Error) and reply.code == "stale_epoch" and reply.epoch == 1
+
+
+def test_an_unknown_order_is_reported_only_after_a_majority_confirms_leadership():
+    net = elected()
+    net.place(3, "r1")
+    net.run(3, net.nodes[3].on_client("q1", GetOrder(0), net.now))
+    assert net.reply("q1") == OrderInfo(txn=0, name="FishCo", quantity=1, side="buy")
+    net.down.update({1, 2})
+    net.run(3, net.nodes[3].on_client("q2", GetOrder(7), net.now))
+    assert net.reply("q2") is None  # no majority answered: no verdict
+    net.down.clear()
+    net.advance(0.2)
+    reply = net.reply("q2")
+    assert isinstance(reply, Error) and reply.code == "order_not_found"
+
+
+def test_entries_of_an_earlier_term_commit_only_with_one_of_the_current_term():
+    log = MemoryLog()
+    log.append([LogEntry(1, 1, TradeRecord(0, "old", "FishCo", 1, "buy", 1))])
+    log.save_hard_state(1, None)
+    logs = {1: log, 2: MemoryLog(), 3: MemoryLog()}
+    net = Net(logs=logs)
+    net.down.add(3)
+    net.advance(1.5)
+    leader = net.leader()
+    assert leader == 1  # replica 2 grants: replica 1's log is longer
+    first = net.logs[leader].entries(1, 3)
+    assert first[0].trade.request_id == "old" and first[1].trade is None and first[1].term == 2
+    assert net.nodes[leader].raft.commit >= 2

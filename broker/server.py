@@ -60,6 +60,8 @@ class Broker:
             control.close(linger=0)
 
     def run(self) -> None:
+        # Not common.node.serve: the proxy thread owns xsub and xpub, so their
+        # monitors may be taken down only after that thread has ended.
         self.proxy.start()
         self.bus.event("started")
         try:

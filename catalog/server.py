@@ -19,7 +19,7 @@ from common.config import Config
 from common.errors import RemoteProtocolError
 from common.heartbeat import Ticker
 from common.logs import get_logger
-from common.node import DRAIN_LIMIT, Loop, readable
+from common.node import DRAIN_LIMIT, Loop, readable, serve
 from common.protocol import (
     ApplyTrades, Error, ErrorCode, Fence, Fenced, Lookup, Message, StockChanged, Topic,
     TradesApplied, trade_problem,
@@ -51,14 +51,7 @@ class CatalogServer:
                  seq=self.store.seq, fence=self.store.fence)
 
     def run(self) -> None:
-        self.bus.event("started", seq=self.store.seq)
-        try:
-            self.loop.run(self.tick)
-        finally:
-            self.bus.event("stopping")
-            self.loop.close_all()
-            self.bus.close(linger_ms=100)
-            self.store.close()
+        serve(self.loop, self.bus, self.tick, self.store.close, seq=self.store.seq)
 
     def tick(self, now: float) -> float:
         if self.beat.due(now):

@@ -108,6 +108,23 @@ class Loop:
         self._handlers.clear()
 
 
+def serve(loop: Loop, bus, tick: Callable[[float], float], close: Callable[[], None], **started) -> None:
+    """Run a node: say ``started`` on the bus, poll until stopped, say
+    ``stopping``, then close every socket and call ``close`` (the node's store).
+
+    :param bus: the node's :class:`common.bus.Publisher` (closed last, after a
+        moment for the goodbye to leave).
+    """
+    bus.event("started", **started)
+    try:
+        loop.run(tick)
+    finally:
+        bus.event("stopping")
+        loop.close_all()
+        bus.close(linger_ms=100)
+        close()
+
+
 def readable(sock: zmq.Socket) -> bool:
     """True when a message waits on ``sock`` (without blocking)."""
     return bool(sock.get(zmq.EVENTS) & zmq.POLLIN)

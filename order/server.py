@@ -32,7 +32,7 @@ from common.config import Config
 from common.errors import RemoteProtocolError
 from common.heartbeat import Ticker
 from common.logs import get_logger
-from common.node import DRAIN_LIMIT, Loop, readable
+from common.node import DRAIN_LIMIT, Loop, readable, serve
 from common.protocol import (
     AppendEntries, AppendReply, Error, ErrorCode, GetOrder, LeaderAnnouncement, PlaceTrade, Topic,
     TradeDone, TradesApplied, VoteReply, VoteRequest,
@@ -101,14 +101,8 @@ class OrderServer:
     # --- life cycle -------------------------------------------------------------
 
     def run(self) -> None:
-        self.bus.event("started", last_index=self.store.last_index(), term=self.replica.raft.term)
-        try:
-            self.loop.run(self.tick)
-        finally:
-            self.bus.event("stopping")
-            self.loop.close_all()
-            self.bus.close(linger_ms=100)
-            self.store.close()
+        serve(self.loop, self.bus, self.tick, self.store.close,
+              last_index=self.store.last_index(), term=self.replica.raft.term)
 
     def tick(self, now: float) -> float:
         self.execute(self.replica.tick(now))

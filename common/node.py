@@ -69,7 +69,8 @@ class Loop:
                 if not monitor.get(zmq.EVENTS) & zmq.POLLIN:
                     return
                 event, endpoint = sockets.read_event(monitor)
-                on_event(label, event, endpoint)
+                if event != "monitor_stopped":
+                    on_event(label, event, endpoint)
 
         self.add(monitor, read)
 

@@ -68,11 +68,15 @@ class ReqPool:
 
     :param ctx: a ``zmq.Context`` or ``zmq.green.Context``.
     :param endpoint: where to connect.
+    :param on_open: called with each new socket before it connects (to attach
+        the socket monitor, say).
     """
 
-    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str,
+                 on_open: Callable[[zmq.Socket], None] | None = None) -> None:
         self.ctx = ctx
         self.endpoint = endpoint
+        self.on_open = on_open
         self._idle: list[zmq.Socket] = []
         self._lock = threading.Lock()
 
@@ -81,6 +85,8 @@ class ReqPool:
             if self._idle:
                 return self._idle.pop()
         sock = sockets.make_socket(self.ctx, zmq.REQ, immediate=True)
+        if self.on_open is not None:
+            self.on_open(sock)
         sock.connect(self.endpoint)
         return sock
 

@@ -76,9 +76,9 @@ def create_app(config: Config, name: str = "frontend", cache: bool | None = None
     enabled = config.frontend.cache if cache is None else cache
     lookup_cache = LookupCache(config.frontend.cache_size, config.heartbeat.window_s) if enabled else None
     tracker = LeaderTracker([r.id for r in config.orders])
-    backend = Backend(config, ctx, lookup_cache, tracker, lock, failpoint)
-    state = FrontendState(name, ctx, lock, lookup_cache, tracker, backend, None)  # type: ignore[arg-type]
+    state = FrontendState(name, ctx, lock, lookup_cache, tracker, None, None)  # type: ignore[arg-type]
     state.watcher = BusWatcher(config, ctx, name, lookup_cache, tracker, lock, state.status)
+    state.backend = Backend(config, ctx, lookup_cache, tracker, lock, failpoint, watch=state.watcher.adopt)
     app.extensions["bazaar"] = state
     app.register_blueprint(api)
     state.watcher.start()

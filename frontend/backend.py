@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import zmq.green as zmq
 
@@ -56,10 +57,17 @@ class Backend:
     """Shared by all request handlers; the lock guards the cache and tracker."""
 
     def __init__(self, config: Config, ctx: zmq.Context, cache: LookupCache | None, tracker: LeaderTracker,
-                 lock: threading.Lock, failpoint: str | None = None) -> None:
+                 lock: threading.Lock, failpoint: str | None = None,
+                 watch: Callable[[zmq.Socket, str], None] | None = None) -> None:
+        """:param watch: ``watch(socket, label)`` attaches the socket monitor to
+        each new REQ socket (the bus watcher reports the events)."""
         self.timeouts = config.timeouts
-        self.catalog = rpc.ReqPool(ctx, config.catalog.endpoint.connect)
-        self.replicas = {r.id: rpc.ReqPool(ctx, r.endpoint.connect) for r in config.orders}
+
+        def pool(endpoint: str, label: str) -> rpc.ReqPool:
+            return rpc.ReqPool(ctx, endpoint, None if watch is None else (lambda sock: watch(sock, label)))
+
+        self.catalog = pool(config.catalog.endpoint.connect, "catalog")
+        self.replicas = {r.id: pool(r.endpoint.connect, r.name) for r in config.orders}
         self.cache = cache
         self.tracker = tracker
         self.lock = lock

@@ -7,6 +7,11 @@ announcements to the :class:`LeaderTracker`, watches the SUB socket's
 connection to the broker with the socket monitor (a closed connection flushes
 the cache at once), and publishes the frontend's own heartbeat, with its
 cache and request figures, for the monitor.
+
+It also reads the socket monitors of the request handlers' REQ sockets
+(:meth:`BusWatcher.adopt`). A pool holds many sockets to one backend, so it
+reports each backend's connection only when it changes (up or down), not
+once per socket.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class BusWatcher:
         self.lock = lock
         self.status = status
         self.nodes = Liveness(config.heartbeat.window_s)
+        self._adopted: list[tuple[zmq.Socket, str]] = []
+        self._links: dict[tuple[str, str], str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bus-watcher", daemon=True)
 
@@ -55,6 +62,13 @@ class BusWatcher:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
+
+    def adopt(self, sock: zmq.Socket, label: str) -> None:
+        """Watch a request handler's new REQ socket to backend ``label``
+        (called before it connects, from any greenlet)."""
+        monitor = sockets.watch(sock)
+        with self.lock:
+            self._adopted.append((monitor, label))
 
     def _run(self) -> None:
         try:
@@ -79,13 +93,20 @@ class BusWatcher:
         flushes = 0
         try:
             while not self._stop.is_set():
+                with self.lock:
+                    adopted, self._adopted = self._adopted, []
+                for monitor, label in adopted:
+                    monitors[monitor] = label
+                    poller.register(monitor, zmq.POLLIN)
                 events = dict(poller.poll(beat.remaining(time.monotonic()) * 1000))
                 now = time.monotonic()
                 if sub.sock in events:
                     self._drain(sub, now)
-                for monitor, label in monitors.items():
-                    if monitor in events:
-                        self._socket_events(monitor, label, pub)
+                for monitor, label in list(monitors.items()):
+                    if monitor in events and self._socket_events(monitor, label, pub):
+                        poller.unregister(monitor)
+                        del monitors[monitor]
+                        sockets.close(monitor)
                 with self.lock:
                     if self.cache is not None:
                         self.cache.tick(now)
@@ -97,7 +118,9 @@ class BusWatcher:
                     pub.heartbeat(self.status())
         finally:
             pub.event("stopping")
-            for monitor in monitors:
+            with self.lock:
+                adopted, self._adopted = self._adopted, []
+            for monitor in [*monitors, *(m for m, _ in adopted)]:
                 sockets.close(monitor)
             sub.close()
             pub.close(linger_ms=100)
@@ -122,15 +145,25 @@ class BusWatcher:
                     if self.tracker.announce(msg.leader, msg.epoch):
                         log.info("leader changed", leader=msg.leader, epoch=msg.epoch)
 
-    def _socket_events(self, monitor: zmq.Socket, label: str, pub: Publisher) -> None:
+    def _socket_events(self, monitor: zmq.Socket, label: str, pub: Publisher) -> bool:
+        """Report what a monitor says. :returns: True once its socket closed."""
         for _ in range(100):
             if not monitor.get(zmq.EVENTS) & zmq.POLLIN:
-                return
+                return False
             event, endpoint = sockets.read_event(monitor)
-            pub.event("socket", socket=label, event=event, endpoint=endpoint)
+            if event == "monitor_stopped":
+                return True
+            if label in ("sub", "bus"):
+                pub.event("socket", socket=label, event=event, endpoint=endpoint)
+            else:  # one of many pooled REQ sockets: report the backend's state changes only
+                state = {"connected": "up", "handshake_succeeded": "up", "disconnected": "down"}.get(event)
+                if state is not None and self._links.get((label, endpoint)) != state:
+                    self._links[(label, endpoint)] = state
+                    pub.event("socket", socket=f"req:{label}", event=event, endpoint=endpoint)
             if label == "sub" and event == "disconnected" and self.cache is not None:
                 with self.lock:
                     self.cache.bus_disconnected()
+        return False
 
     def snapshot(self, now: float) -> dict:
         return {node: round(self.nodes.age(node, now), 3) for node in self.nodes.nodes()}

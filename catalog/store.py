@@ -204,6 +204,10 @@ class CatalogStore:
             stocks.append((name, price, quantity, volume, 1))
         if not stocks:
             raise ConfigError(f"{path} lists no stocks")
+        names = [row[0] for row in stocks]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigError(f"{path} names {', '.join(twice)} more than once")
         self.db.execute("BEGIN")
         self.db.executemany("INSERT INTO stocks(name, price, quantity, volume, version) VALUES (?,?,?,?,?)", stocks)
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seq', 0)")

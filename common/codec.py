@@ -22,8 +22,8 @@ works on it::
 
     [topic, body]
 
-Decoding checks the version, the name and the type of every field; anything
-else raises :class:`common.errors.RemoteProtocolError`, never a bare
+Decoding checks the version, the name and the type of every field (integers
+must fit in 64 signed bits, as SQLite stores them); anything else raises :class:`common.errors.RemoteProtocolError`, never a bare
 ``KeyError`` or ``TypeError``.
 """
 
@@ -48,7 +48,7 @@ def encode(msg: Message) -> bytes:
 
     :raises LocalProtocolError: if ``msg`` is not a protocol message.
     """
-    if type(msg).MSG not in MESSAGES:
+    if not isinstance(msg, Message) or MESSAGES.get(msg.MSG) is not type(msg):
         raise LocalProtocolError(f"{type(msg).__name__} is not a protocol message")
     body = _to_map(msg)
     body["v"] = PROTOCOL_VERSION
@@ -131,9 +131,14 @@ def _to_wire(value: Any) -> Any:
 # --- decoding: one checker per field, compiled once at import -------------
 
 
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # what SQLite and every peer can store
+
+
 def _check_int(value: Any, where: str) -> int:
     if type(value) is not int:
         raise RemoteProtocolError(f"{where} must be an integer")
+    if not INT_MIN <= value <= INT_MAX:
+        raise RemoteProtocolError(f"{where} must fit in a signed 64-bit integer")
     return value
 
 

@@ -253,6 +253,8 @@ def _build(raw: dict, path: Path) -> Config:
         raise ConfigError("at least one [[order]] replica is required")
     orders = []
     for table in orders_raw:
+        if not isinstance(table, dict):
+            raise ConfigError("each [[order]] must be a table with id and endpoint")
         rid = _positive("order", "id", _get(table, "order", "id", int))
         orders.append(ReplicaConfig(id=rid, endpoint=_endpoint(table, f"order id={rid}")))
     if len({r.id for r in orders}) != len(orders):

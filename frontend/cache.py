@@ -110,6 +110,8 @@ class LookupCache:
         if info.version < self.floors.get(info.name, 0):
             self.stats.stale_refused += 1  # a late reply lost the race to an invalidation
             return False
+        # Once served, a version is the floor: an evicted entry never comes back older.
+        self._raise_floor(info.name, info.version)
         return self._put(Cached(info.name, info.price, info.quantity, info.version))
 
     def on_trade(self, info: StockInfo | None, name: str) -> None:

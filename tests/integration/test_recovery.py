@@ -90,6 +90,11 @@ GARBAGE_FRAMES = [
                          "quantity": 2**63, "side": "buy"})],
     [b"", msgpack.packb({"v": 1, "msg": "apply_trades", "epoch": 1, "batch": 1, "trades": [{"x": 1}]})],
     [b"", msgpack.packb({1: 2})],
+    # Well formed but for integers past 64 signed bits (they once crashed SQLite):
+    [b"", msgpack.packb({"v": 1, "msg": "fence", "epoch": 2**64 - 1, "after_seq": 0, "limit": 10})],
+    [b"", msgpack.packb({"v": 1, "msg": "get_order", "txn": 2**64 - 1})],
+    [b"", msgpack.packb({"v": 1, "msg": "vote_request", "term": 2**64 - 1, "candidate": 9, "last_index": 0,
+                         "last_term": 0, "pre_vote": False})],
     [b"", b""],
     [b"", codec.encode(StockInfo("FishCo", 1.0, 1, 1, 1, 1))],   # a valid message, wrong direction
     [b"", codec.encode(PlaceTrade("r-bad", "FishCo", 0, "buy"))],  # zero quantity

@@ -16,7 +16,7 @@ import zmq
 from common import rpc, sockets
 from common.bus import Publisher
 from common.config import Config
-from common.errors import RemoteProtocolError
+from common.errors import RemoteProtocolError, error_code
 from common.heartbeat import Ticker
 from common.logs import get_logger
 from common.node import DRAIN_LIMIT, Loop, readable, serve
@@ -77,7 +77,7 @@ class CatalogServer:
         if isinstance(msg, RemoteProtocolError):
             self.counters["bad_requests"] += 1
             log.warning("bad request", error=str(msg))
-            return Error(ErrorCode.BAD_REQUEST, str(msg))
+            return Error(error_code(msg), str(msg))
         if isinstance(msg, Lookup):
             self.counters["lookups"] += 1
             info = self.store.lookup(msg.name)

@@ -20,6 +20,7 @@ killed process. One commit covers a whole batch (group commit).
 from __future__ import annotations
 
 import csv
+import math
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,8 +200,8 @@ class CatalogStore:
                 price, quantity, volume = float(row["price"]), int(row["quantity"]), int(row["volume"])
             except (KeyError, TypeError, ValueError, AttributeError):
                 raise ConfigError(f"{path}:{line}: expected name,price,quantity,volume") from None
-            if not name or price < 0 or quantity < 0 or volume < 0:
-                raise ConfigError(f"{path}:{line}: name must be set and numbers must not be negative")
+            if not name or not math.isfinite(price) or price < 0 or quantity < 0 or volume < 0:
+                raise ConfigError(f"{path}:{line}: name must be set and numbers must be finite and not negative")
             stocks.append((name, price, quantity, volume, 1))
         if not stocks:
             raise ConfigError(f"{path} lists no stocks")

@@ -37,7 +37,7 @@ from typing import Any
 
 import msgpack
 
-from .errors import LocalProtocolError, RemoteProtocolError
+from .errors import LocalProtocolError, RemoteProtocolError, UnsupportedVersion
 from .protocol import MESSAGES, PROTOCOL_VERSION, Message, Topic
 
 _Checker = Callable[[Any, str], Any]
@@ -70,8 +70,8 @@ def decode(frame: bytes, expect: type[Message] | tuple[type[Message], ...] | Non
     if not isinstance(body, dict):
         raise RemoteProtocolError("a message must be a msgpack map")
     version = body.get("v")
-    if version != PROTOCOL_VERSION:
-        raise RemoteProtocolError(f"unsupported protocol version {version!r}, this node speaks {PROTOCOL_VERSION}")
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise UnsupportedVersion(f"unsupported protocol version {version!r}, this node speaks {PROTOCOL_VERSION}")
     name = body.get("msg")
     cls = MESSAGES.get(name) if isinstance(name, str) else None
     if cls is None:

@@ -9,6 +9,7 @@ needs it; there is no global configuration object.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import tomllib
 from dataclasses import dataclass
@@ -18,6 +19,18 @@ from typing import Any
 from .errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://")
+
+# Every key config.toml may hold; anything else is a typo and is refused.
+KNOWN_KEYS = {
+    "cluster": {"data_dir", "log_level"},
+    "heartbeat": {"interval_ms", "liveness"},
+    "timeouts": {"request_ms", "lookup_attempts", "trade_deadline_ms", "catalog_ms"},
+    "broker": {"xsub", "xpub", "xsub_bind", "xpub_bind"},
+    "catalog": {"endpoint", "bind", "stocks_csv"},
+    "order": {"id", "endpoint", "bind"},
+    "frontend": {"host", "port", "cache", "cache_size", "max_body_bytes", "connections"},
+}
 
 
 @dataclass(frozen=True)
@@ -198,12 +211,30 @@ def _positive(section: str, key: str, value: int, minimum: int = 1) -> int:
 
 def _endpoint(table: dict, section: str) -> Endpoint:
     connect = _get(table, section, "endpoint", str)
-    if not connect.startswith(("tcp://", "ipc://", "inproc://")):
-        raise ConfigError(f"[{section}] endpoint must start with tcp://, ipc:// or inproc://, got {connect!r}")
     bind = table.get("bind", connect)
     if type(bind) is not str:
         raise ConfigError(f"[{section}] bind must be a string")
+    for key, value in (("endpoint", connect), ("bind", bind)):
+        if not value.startswith(ENDPOINT_SCHEMES):
+            raise ConfigError(f"[{section}] {key} must start with tcp://, ipc:// or inproc://, got {value!r}")
     return Endpoint(connect=connect, bind=bind)
+
+
+def _check_keys(raw: dict) -> None:
+    """Refuse sections and keys config.toml does not know (most likely typos)."""
+    for section, value in raw.items():
+        if section not in KNOWN_KEYS:
+            hint = difflib.get_close_matches(section, KNOWN_KEYS, n=1)
+            raise ConfigError(f"unknown section [{section}]" + (f"; did you mean [{hint[0]}]?" if hint else ""))
+        tables = value if section == "order" and isinstance(value, list) else [value]
+        for table in tables:
+            if not isinstance(table, dict):
+                continue  # the section's own checks say what is wrong
+            for key in table:
+                if key not in KNOWN_KEYS[section]:
+                    hint = difflib.get_close_matches(key, KNOWN_KEYS[section], n=1)
+                    raise ConfigError(f"unknown key {key!r} in [{section}]"
+                                      + (f"; did you mean {hint[0]!r}?" if hint else ""))
 
 
 def _table(raw: dict, name: str) -> dict:
@@ -271,6 +302,7 @@ def _build(raw: dict, path: Path) -> Config:
     )
     if frontend.port > 65535:
         raise ConfigError(f"[frontend] port must be at most 65535, got {frontend.port}")
+    _check_keys(raw)
 
     return Config(
         path=path,

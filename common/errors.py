@@ -7,6 +7,7 @@
      +-- ProtocolError          a message could not be encoded or decoded
      |    +-- LocalProtocolError    we tried to send something the protocol forbids
      |    +-- RemoteProtocolError   a peer sent bytes that are not a valid message
+     |         +-- UnsupportedVersion   ... in a protocol version this node does not speak
      +-- RpcTimeout             no reply within the deadline (the outcome is unknown)
      +-- PeerUnavailable        no connection to the peer, nothing was sent
      +-- RemoteError            the peer answered with an ``Error`` message
@@ -39,6 +40,10 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """A peer sent something that is not a valid message; log it, count it, drop it."""
+
+
+class UnsupportedVersion(RemoteProtocolError):
+    """The message carries a protocol version this node does not speak."""
 
 
 class RpcTimeout(ServiceError):
@@ -83,3 +88,8 @@ def from_error_message(msg) -> RemoteError:
     if msg.code == "not_leader":
         return NotLeader(msg.message, msg.leader, msg.epoch)
     return RemoteError(msg.code, msg.message)
+
+
+def error_code(exc: RemoteProtocolError) -> str:
+    """The ``Error`` code that answers a request which failed to decode."""
+    return "unsupported_version" if isinstance(exc, UnsupportedVersion) else "bad_request"

@@ -273,7 +273,9 @@ class Desk:
         return out
 
     def next_deadline(self) -> float | None:
-        times = [t for t in (self.fence and self.fence[1], self.batch and self.batch.sent_at) if t]
+        times = [self.fence[1]] if self.fence is not None else []
+        if self.batch is not None:
+            times.append(self.batch.sent_at)
         return min(times) + self.catalog_s if times else None
 
     # --- internals ------------------------------------------------------------

@@ -29,7 +29,7 @@ import zmq
 from common import codec, rpc, sockets
 from common.bus import Publisher
 from common.config import Config
-from common.errors import RemoteProtocolError
+from common.errors import RemoteProtocolError, error_code
 from common.heartbeat import Ticker
 from common.logs import get_logger
 from common.node import DRAIN_LIMIT, Loop, readable, serve
@@ -86,6 +86,7 @@ class OrderServer:
             sock.connect(peer.endpoint.connect)
             self.peers[peer.id] = sock
             self.peer_by_endpoint[peer.endpoint.connect] = peer.id
+            self.loop.add(sock, lambda sock=sock: self.drain_peer(sock))
             self.loop.watch(sock, f"peer-{peer.id}", self.on_socket_event)
         self.catalog = sockets.make_socket(ctx, zmq.DEALER, immediate=True, identity=me.name)
         self.catalog.connect(config.catalog.endpoint.connect)
@@ -135,7 +136,7 @@ class OrderServer:
             if isinstance(msg, RemoteProtocolError):
                 self.counters["bad_requests"] += 1
                 log.warning("bad request", error=str(msg))
-                rpc.send_reply(self.router, envelope, Error(ErrorCode.BAD_REQUEST, str(msg)))
+                rpc.send_reply(self.router, envelope, Error(error_code(msg), str(msg)))
             elif isinstance(msg, PEER_MESSAGES):
                 self.execute(self.replica.on_peer(msg, now))
             elif isinstance(msg, CLIENT_MESSAGES):
@@ -161,6 +162,15 @@ class OrderServer:
                 if any(o.status == "ok" and o.stock is not None for o in msg.outcomes):
                     self._crash("the catalog applied a batch the log does not hold yet")
             self.execute(self.replica.on_catalog(msg, now))
+
+    def drain_peer(self, sock: zmq.Socket) -> None:
+        """Peers answer on their own DEALERs, never on ours: what arrives here
+        is an error reply to something malformed we sent. Log it, drop it."""
+        for _ in range(DRAIN_LIMIT):
+            if not readable(sock):
+                return
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+            log.warning("a peer refused a message", reply=frames[-1][:200])
 
     def on_socket_event(self, label: str, event: str, endpoint: str) -> None:
         self.bus.event("socket", socket=label, event=event, endpoint=endpoint)

@@ -150,6 +150,8 @@ class SqliteLog:
             t = e.trade
             rows.append((e.index, e.term) + ((None,) * 6 if t is None else
                                              (t.txn, t.request_id, t.name, t.quantity, t.side, t.seq)))
+        if truncate_from is not None and not 1 <= truncate_from <= self._last_index + 1:
+            raise ValueError(f"cannot truncate from {truncate_from}: the log ends at {self._last_index}")
         expected = (self._last_index if truncate_from is None else truncate_from - 1) + 1
         if entries and entries[0].index != expected:
             raise ValueError(f"entry {entries[0].index} does not follow {expected - 1}")

@@ -1,0 +1,353 @@
+"""The frontend's lookup cache (frontend/cache.py), driven by hand with a fake
+clock: the bus is a sequence of method calls, the time is passed in."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.protocol import StockChanged, StockInfo
+from frontend.cache import BROKER, CATALOG, Cached, LookupCache
+
+WINDOW = 0.3
+
+
+def info(name: str = "GameStart", version: int = 1, seq: int = 0, quantity: int = 100) -> StockInfo:
+    return StockInfo(name=name, price=15.99, quantity=quantity, volume=0, version=version, seq=seq)
+
+
+def change(name: str, version: int, seq: int, quantity: int = 99) -> StockChanged:
+    return StockChanged(name=name, price=15.99, quantity=quantity, version=version, seq=seq)
+
+
+def beat(cache: LookupCache, now: float, seq: int, catalog: str = "cat-1", broker: str = "brk-1") -> None:
+    """One heartbeat from the broker and one from the catalog (at change ``seq``)."""
+    cache.on_heartbeat(BROKER, broker, {}, now)
+    cache.on_heartbeat(CATALOG, catalog, {"seq": seq, "fence": 1}, now)
+
+
+@pytest.fixture
+def cache() -> LookupCache:
+    """A streaming cache of three entries, at catalog change 10."""
+    c = LookupCache(capacity=3, window_s=WINDOW)
+    beat(c, 0.0, seq=10)
+    assert c.streaming
+    return c
+
+
+# --- starting up ------------------------------------------------------------------
+
+
+def test_nothing_is_cached_before_the_bus_is_heard():
+    c = LookupCache(3, WINDOW)
+    assert not c.streaming
+    assert not c.install(info(seq=5))
+    assert c.get("GameStart") is None
+    assert c.stats.bypassed == 1 and c.stats.misses == 0
+
+
+def test_the_catalog_alone_is_not_enough_nor_the_broker_alone():
+    c = LookupCache(3, WINDOW)
+    c.on_heartbeat(CATALOG, "cat-1", {"seq": 4}, 0.0)
+    assert not c.streaming
+    c2 = LookupCache(3, WINDOW)
+    c2.on_heartbeat(BROKER, "brk-1", {}, 0.0)
+    assert not c2.streaming
+    c.on_heartbeat(BROKER, "brk-1", {}, 0.01)
+    assert c.streaming and c.stream_seq == 4 and c.since_seq == 4
+
+
+def test_heartbeats_of_other_nodes_are_ignored():
+    c = LookupCache(3, WINDOW)
+    c.on_heartbeat("order-1", "o", {"seq": 99}, 0.0)
+    c.on_heartbeat("frontend", "f", {"seq": 99}, 0.0)
+    assert c.stream_seq is None and not c.streaming
+    assert c.liveness.nodes() == []
+
+
+def test_a_catalog_heartbeat_without_an_integer_seq_sets_no_baseline():
+    c = LookupCache(3, WINDOW)
+    c.on_heartbeat(BROKER, "b", {}, 0.0)
+    for status in ({}, {"seq": "10"}, {"seq": 10.0}, {"seq": True}, {"seq": None}):
+        c.on_heartbeat(CATALOG, "c", status, 0.0)
+        assert c.stream_seq is None and not c.streaming
+
+
+# --- LRU -----------------------------------------------------------------------------
+
+
+def test_install_then_hit(cache):
+    assert cache.get("GameStart") is None
+    assert cache.install(info("GameStart", version=2, seq=10))
+    assert cache.get("GameStart") == Cached("GameStart", 15.99, 100, 2)
+    assert (cache.stats.hits, cache.stats.misses, cache.stats.installs) == (1, 1, 1)
+
+
+def test_lru_eviction_at_capacity(cache):
+    for name in ("A", "B", "C"):
+        assert cache.install(info(name, seq=10))
+    assert cache.get("A") is not None  # A is now the most recently used
+    assert cache.install(info("D", seq=10))
+    assert list(cache.entries) == ["C", "A", "D"]  # B, the least recently used, went
+    assert cache.get("B") is None
+    assert cache.stats.evictions == 1
+    cache.install(info("E", seq=10))
+    assert set(cache.entries) == {"A", "D", "E"}
+    assert len(cache.entries) == cache.capacity
+
+
+def test_a_reinstall_refreshes_recency(cache):
+    for name in ("A", "B", "C"):
+        cache.install(info(name, version=1, seq=10))
+    cache.install(info("A", version=2, seq=10))  # newer version of A: A becomes most recent
+    cache.install(info("D", seq=10))
+    assert "B" not in cache.entries and "A" in cache.entries
+
+
+# --- versions only rise ------------------------------------------------------------------
+
+
+def test_never_replaced_by_an_older_or_equal_version(cache):
+    assert cache.install(info(version=5, seq=10, quantity=50))
+    assert not cache.install(info(version=4, seq=10, quantity=60))
+    assert not cache.install(info(version=5, seq=10, quantity=70))
+    assert cache.get("GameStart").quantity == 50
+    assert cache.install(info(version=6, seq=10, quantity=40))
+    assert cache.get("GameStart").version == 6
+
+
+def test_an_invalidation_replaces_a_cached_entry_by_the_newer_version(cache):
+    cache.install(info(version=1, seq=10))
+    cache.on_change(change("GameStart", version=2, seq=11, quantity=97))
+    assert cache.get("GameStart") == Cached("GameStart", 15.99, 97, 2)
+    assert cache.stream_seq == 11
+    assert cache.stats.invalidations == 1
+
+
+def test_an_invalidation_does_not_insert_what_was_not_cached(cache):
+    cache.on_change(change("FishCo", version=3, seq=11))
+    assert "FishCo" not in cache.entries
+
+
+def test_an_old_invalidation_does_not_downgrade_an_entry(cache):
+    cache.install(info(version=5, seq=10))
+    cache.on_change(change("GameStart", version=4, seq=11))
+    assert cache.get("GameStart").version == 5
+
+
+def test_a_late_lookup_reply_older_than_an_invalidation_is_not_installed(cache):
+    # The lookup read version 1; before its reply is installed, change 11 (version 2) arrives.
+    late = info(version=1, seq=10)
+    cache.on_change(change("GameStart", version=2, seq=11))
+    assert not cache.install(late)
+    assert cache.get("GameStart") is None
+    assert cache.stats.stale_refused == 1
+    assert cache.install(info(version=2, seq=11))  # a reply as new as the floor is fine
+
+
+def test_an_evicted_entry_does_not_come_back_older(cache):
+    # An installed version is a floor too, so a late reply cannot undo what was served.
+    slow = info("GameStart", version=4, seq=10)   # read first, its reply delayed
+    assert cache.install(info("GameStart", version=5, seq=11))  # read after change 11, installed first
+    assert cache.get("GameStart").version == 5
+    for name in ("A", "B", "C"):                 # evicts GameStart
+        cache.install(info(name, seq=11))
+    assert "GameStart" not in cache.entries
+    cache.install(slow)                          # must not serve version 4 after version 5
+    hit = cache.get("GameStart")
+    assert hit is None or hit.version >= 5
+
+
+# --- read your writes --------------------------------------------------------------------------
+
+
+def test_a_trade_reply_refreshes_the_entry_at_once(cache):
+    cache.install(info(version=1, seq=10, quantity=100))
+    cache.on_trade(info(version=2, seq=11, quantity=97), "GameStart")
+    assert cache.get("GameStart") == Cached("GameStart", 15.99, 97, 2)
+
+
+def test_after_a_trade_a_pre_trade_lookup_reply_is_refused(cache):
+    pre_trade = info(version=1, seq=10, quantity=100)
+    cache.on_trade(info(version=2, seq=11, quantity=97), "GameStart")
+    assert "GameStart" not in cache.entries  # on_trade refreshes, never inserts
+    assert not cache.install(pre_trade)
+    assert cache.get("GameStart") is None
+    assert cache.install(info(version=2, seq=11, quantity=97))
+
+
+def test_a_replayed_trade_without_the_stock_drops_the_entry(cache):
+    cache.install(info(version=1, seq=10))
+    cache.on_trade(None, "GameStart")
+    assert cache.get("GameStart") is None
+    assert cache.stats.invalidations == 1
+    cache.on_trade(None, "NotCached")  # nothing to drop, no error
+    assert cache.stats.invalidations == 1
+
+
+def test_the_bus_catching_up_after_a_trade_changes_nothing(cache):
+    cache.install(info(version=1, seq=10))
+    cache.on_trade(info(version=2, seq=11, quantity=97), "GameStart")
+    cache.on_change(change("GameStart", version=2, seq=11, quantity=97))
+    assert cache.get("GameStart").version == 2
+    assert cache.streaming and cache.stream_seq == 11
+
+
+# --- a continuous stream, or nothing -------------------------------------------------------------
+
+
+def test_a_gap_in_the_change_numbers_flushes(cache):
+    cache.install(info("A", seq=10))
+    cache.install(info("B", seq=10))
+    cache.on_change(change("A", version=2, seq=11))
+    cache.on_change(change("B", version=2, seq=13))  # 12 was lost
+    assert cache.entries == {}
+    assert cache.stats.flushes == 1
+    assert cache.last_flush_reason.startswith("gap")
+    assert cache.stats.flush_reasons == {"gap": 1}
+    # The stream restarts at 13: a reply read before it may predate change 12.
+    assert (cache.stream_seq, cache.since_seq) == (13, 13)
+    assert not cache.install(info("C", seq=12))
+    assert cache.install(info("C", seq=13))
+
+
+def test_a_repeated_or_old_change_number_is_no_gap(cache):
+    cache.install(info("A", version=1, seq=10))
+    cache.on_change(change("A", version=2, seq=11))
+    cache.on_change(change("A", version=2, seq=11))  # duplicate
+    cache.on_change(change("A", version=1, seq=10))  # old
+    assert cache.stats.flushes == 0
+    assert cache.stream_seq == 11
+    assert cache.get("A").version == 2
+
+
+def test_a_catalog_heartbeat_ahead_of_the_stream_flushes(cache):
+    cache.install(info("A", seq=10))
+    beat(cache, 0.1, seq=12)  # the catalog is at 12 but we saw only up to 10
+    assert cache.entries == {}
+    assert cache.stats.flushes == 1 and cache.last_flush_reason.startswith("missed changes")
+    assert cache.since_seq == 12
+    assert not cache.install(info("A", seq=11))
+    assert cache.install(info("A", seq=12))
+
+
+def test_a_catalog_heartbeat_level_with_the_stream_keeps_the_cache(cache):
+    cache.install(info("A", seq=10))
+    cache.on_change(change("X", version=2, seq=11))
+    beat(cache, 0.1, seq=11)
+    assert "A" in cache.entries and cache.stats.flushes == 0
+
+
+def test_a_catalog_heartbeat_behind_the_stream_flushes(cache):
+    cache.install(info("A", seq=10))
+    cache.on_change(change("X", version=2, seq=11))
+    beat(cache, 0.1, seq=9)
+    assert cache.entries == {} and cache.last_flush_reason.startswith("catalog went back")
+    assert cache.stream_seq == 9
+
+
+def test_a_catalog_restart_flushes(cache):
+    cache.install(info("A", seq=10))
+    beat(cache, 0.1, seq=10, catalog="cat-2")  # same seq, new incarnation
+    assert cache.entries == {}
+    assert cache.last_flush_reason == "catalog restarted"
+    assert cache.catalog_incarnation == "cat-2"
+    assert cache.streaming  # the new catalog's heartbeat is the new baseline
+    assert cache.install(info("A", seq=10))
+    beat(cache, 0.2, seq=10, catalog="cat-2")
+    assert "A" in cache.entries  # the same incarnation again is no restart
+
+
+def test_a_broker_restart_alone_does_not_flush(cache):
+    cache.install(info("A", seq=10))
+    beat(cache, 0.1, seq=10, broker="brk-2")
+    assert "A" in cache.entries
+
+
+@pytest.mark.parametrize("silent", [BROKER, CATALOG])
+def test_silence_for_the_window_flushes_and_stops_caching(cache, silent):
+    cache.install(info("A", seq=10))
+    other = CATALOG if silent == BROKER else BROKER
+    status = {"seq": 10} if other == CATALOG else {}
+    for t in (0.1, 0.2, 0.3):  # only the other node keeps beating
+        cache.on_heartbeat(other, "cat-1" if other == CATALOG else "brk-1", status, t)
+        cache.tick(t)
+    assert "A" in cache.entries  # 0.3 s of silence is not yet more than the window
+    cache.tick(0.31)
+    assert cache.entries == {}
+    assert not cache.streaming
+    assert cache.last_flush_reason == f"{silent} silent"
+    assert cache.stream_seq is None and cache.since_seq is None
+    assert not cache.install(info("A", seq=10))
+    assert cache.get("A") is None and cache.stats.bypassed == 1
+
+
+def test_caching_resumes_when_both_heartbeats_return(cache):
+    cache.tick(1.0)
+    assert not cache.streaming
+    cache.on_heartbeat(BROKER, "brk-1", {}, 1.1)
+    assert not cache.streaming  # no catalog baseline yet
+    cache.on_heartbeat(CATALOG, "cat-1", {"seq": 15}, 1.1)
+    assert cache.streaming and cache.since_seq == 15
+    assert not cache.install(info("A", seq=14))  # read before the stream restarted
+    assert cache.install(info("A", seq=15))
+
+
+def test_changes_heard_while_blind_do_not_count_as_a_stream(cache):
+    cache.tick(1.0)
+    cache.on_change(change("A", version=3, seq=20))
+    assert cache.stream_seq is None and not cache.streaming
+    cache.on_heartbeat(BROKER, "brk-1", {}, 1.1)
+    cache.on_heartbeat(CATALOG, "cat-1", {"seq": 20}, 1.1)
+    assert not cache.install(info("A", version=2, seq=20))  # the floor from change 20 still holds
+    assert cache.install(info("A", version=3, seq=20))
+
+
+def test_a_closed_bus_connection_flushes_at_once(cache):
+    cache.install(info("A", seq=10))
+    cache.bus_disconnected()
+    assert cache.entries == {} and not cache.streaming
+    assert cache.last_flush_reason == "broker disconnected"
+    cache.on_heartbeat(CATALOG, "cat-1", {"seq": 10}, 0.05)  # queued catalog beat: still no broker
+    assert not cache.streaming
+    cache.on_heartbeat(BROKER, "brk-1", {}, 0.06)
+    assert cache.streaming
+
+
+def test_a_reply_read_before_the_stream_restarted_is_not_installed(cache):
+    reply = info("A", version=1, seq=10)  # read at change 10
+    beat(cache, 0.1, seq=12)             # we learn we missed 11 and 12
+    assert not cache.install(reply)
+    assert cache.get("A") is None
+
+
+def test_a_flush_with_nothing_to_lose_is_not_counted():
+    c = LookupCache(3, WINDOW)
+    c.tick(10.0)
+    c.bus_disconnected()
+    assert c.stats.flushes == 0
+
+
+# --- the operator's invalidate, and the figures -----------------------------------------------------
+
+
+def test_invalidate(cache):
+    cache.install(info("A", seq=10))
+    assert cache.invalidate("A")
+    assert not cache.invalidate("A")
+    assert not cache.invalidate("Nope")
+    assert cache.get("A") is None
+    assert cache.stats.invalidations == 1
+
+
+def test_snapshot_figures(cache):
+    cache.install(info("A", seq=10))
+    cache.get("A")
+    cache.get("A")
+    cache.get("B")
+    snap = cache.snapshot()
+    assert snap == {
+        "size": 1, "capacity": 3, "streaming": True, "hits": 2, "misses": 1, "bypassed": 0, "installs": 1,
+        "stale_refused": 0, "invalidations": 0, "evictions": 0, "flushes": 0, "hit_rate": 0.6667,
+        "stream_seq": 10,
+    }
+    assert LookupCache(3, WINDOW).snapshot()["hit_rate"] == 0.0

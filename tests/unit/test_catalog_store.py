@@ -1,0 +1,328 @@
+"""The catalog's durable state (catalog/store.py) on a temporary SQLite file:
+the CSV import, lookups, trade batches with their journal and idempotency, the
+fence, and what survives a close and reopen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from catalog.store import CatalogStore, StaleEpoch
+from common import codec
+from common.errors import ConfigError, RemoteProtocolError
+from common.protocol import JournalEntry, StockInfo, TradeItem, TradeOutcome
+
+REPO = Path(__file__).resolve().parents[2]
+
+CSV = """name,price,quantity,volume
+GameStart,15.99,100,0
+FishCo,24.50,10,5
+BoarCo,31.25,0,0
+"""
+
+
+@pytest.fixture
+def csv_path(tmp_path) -> Path:
+    path = tmp_path / "stocks.csv"
+    path.write_text(CSV)
+    return path
+
+
+@pytest.fixture
+def db_path(tmp_path) -> Path:
+    return tmp_path / "data" / "catalog.sqlite3"
+
+
+@pytest.fixture
+def store(db_path, csv_path):
+    s = CatalogStore(db_path, csv_path)
+    yield s
+    s.close()
+
+
+def buy(rid: str, name: str = "GameStart", quantity: int = 1) -> TradeItem:
+    return TradeItem(request_id=rid, name=name, quantity=quantity, side="buy")
+
+
+def sell(rid: str, name: str = "GameStart", quantity: int = 1) -> TradeItem:
+    return TradeItem(request_id=rid, name=name, quantity=quantity, side="sell")
+
+
+def state(store: CatalogStore) -> tuple:
+    """Everything a trade may change."""
+    return dict(store.stocks), store.seq, store.fence, store.journal_after(0, 10_000)
+
+
+# --- the CSV import -----------------------------------------------------------------
+
+
+def test_the_csv_is_loaded_into_an_empty_database(store, db_path):
+    assert db_path.exists()
+    assert set(store.stocks) == {"GameStart", "FishCo", "BoarCo"}
+    assert store.lookup("FishCo") == StockInfo(name="FishCo", price=24.5, quantity=10, volume=5, version=1, seq=0)
+    assert (store.seq, store.fence) == (0, 0)
+    assert store.journal_after(0, 10) == ([], False)
+
+
+def test_the_repository_csv_loads(tmp_path):
+    s = CatalogStore(tmp_path / "c.sqlite3", REPO / "catalog" / "stocks.csv")
+    try:
+        assert len(s.stocks) == 15
+        assert s.lookup("GameStart").quantity == 100
+    finally:
+        s.close()
+
+
+def test_the_csv_is_loaded_once_only(db_path, csv_path):
+    s = CatalogStore(db_path, csv_path)
+    s.apply(1, [buy("r1", quantity=10)])
+    s.close()
+    csv_path.write_text("name,price,quantity,volume\nOther,1.0,5,0\n")  # ignored from now on
+    s = CatalogStore(db_path, csv_path)
+    try:
+        assert set(s.stocks) == {"GameStart", "FishCo", "BoarCo"}
+        assert s.lookup("GameStart").quantity == 90
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("text,words", [
+    ("name,price,quantity,volume\n", "lists no stocks"),
+    ("name,price,quantity,volume\nA,abc,1,0\n", ":2:"),
+    ("name,price,quantity,volume\nA,1.0,1,0\nB,1.0,x,0\n", ":3:"),
+    ("name,price,quantity,volume\nA,1.0,1\n", ":2:"),          # a missing column
+    ("name,price,quantity\nA,1.0,1\n", ":2:"),                 # no volume column at all
+    ("name,price,quantity,volume\nA,1.0,-1,0\n", "not negative"),
+    ("name,price,quantity,volume\nA,nan,1,0\n", "finite"),
+    ("name,price,quantity,volume\n ,1.0,1,0\n", "name must be set"),
+])
+def test_a_bad_csv_is_a_config_error(tmp_path, text, words):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        CatalogStore(tmp_path / "c.sqlite3", path)
+    assert words in str(info.value)
+
+
+def test_a_missing_csv_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="stocks_csv"):
+        CatalogStore(tmp_path / "c.sqlite3", tmp_path / "nope.csv")
+
+
+def test_a_stock_named_twice_in_the_csv_is_a_config_error(tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text("name,price,quantity,volume\nA,1.0,1,0\nB,1.0,1,0\nA,2.0,2,0\n")
+    with pytest.raises(ConfigError, match="A more than once"):
+        CatalogStore(tmp_path / "c.sqlite3", path)
+
+
+# --- lookups -----------------------------------------------------------------------------
+
+
+def test_lookup_unknown_stock(store):
+    assert store.lookup("NoSuch") is None
+    assert store.lookup("gamestart") is None  # names are case-sensitive
+
+
+def test_lookup_carries_the_current_change_number(store):
+    store.apply(1, [buy("r1"), buy("r2", "FishCo")])
+    assert store.lookup("BoarCo").seq == 2  # unchanged stock, but read at change 2
+    assert store.lookup("GameStart").version == 2
+
+
+# --- applying trades ----------------------------------------------------------------------------
+
+
+def test_buy_and_sell(store):
+    applied = store.apply(1, [buy("r1", quantity=30), sell("r2", "FishCo", quantity=5)])
+    assert applied.outcomes == [
+        TradeOutcome("r1", "ok", seq=1, stock=StockInfo("GameStart", 15.99, 70, 30, 2, 1)),
+        TradeOutcome("r2", "ok", seq=2, stock=StockInfo("FishCo", 24.5, 15, 10, 2, 2)),
+    ]
+    assert [(s.name, seq) for s, seq in applied.changes] == [("GameStart", 1), ("FishCo", 2)]
+    assert store.seq == 2
+    assert store.lookup("GameStart") == StockInfo("GameStart", 15.99, 70, 30, 2, 2)
+
+
+def test_trades_in_a_batch_apply_in_order(store):
+    applied = store.apply(1, [buy("r1", "FishCo", 10), buy("r2", "FishCo", 1), sell("r3", "FishCo", 4),
+                              buy("r4", "FishCo", 4)])
+    assert [o.status for o in applied.outcomes] == ["ok", "not_enough_stock", "ok", "ok"]
+    assert [o.seq for o in applied.outcomes] == [1, None, 2, 3]
+    fish = store.lookup("FishCo")
+    assert (fish.quantity, fish.volume, fish.version) == (0, 23, 4)
+    assert [stock.version for stock, _ in applied.changes] == [2, 3, 4]
+
+
+def test_buying_exactly_what_is_left(store):
+    assert store.apply(1, [buy("r1", "FishCo", 10)]).outcomes[0].status == "ok"
+    assert store.lookup("FishCo").quantity == 0
+
+
+def test_not_enough_stock_changes_nothing_but_is_journaled(store):
+    before = store.lookup("FishCo")
+    applied = store.apply(1, [buy("r1", "FishCo", 11)])
+    assert applied.outcomes == [TradeOutcome("r1", "not_enough_stock")]
+    assert applied.changes == []
+    assert store.lookup("FishCo") == before and store.seq == 0
+    assert store.journal_after(0, 10) == ([], False)  # only applied trades are in the journal pages
+    # ... but the refusal is remembered under its request id:
+    store.apply(1, [sell("r2", "FishCo", 100)])
+    assert store.apply(1, [buy("r1", "FishCo", 11)]).outcomes == [TradeOutcome("r1", "not_enough_stock")]
+
+
+def test_unknown_stock(store):
+    applied = store.apply(1, [buy("r1", "NoSuch"), sell("r2", "NoSuch")])
+    assert [o.status for o in applied.outcomes] == ["stock_not_found", "stock_not_found"]
+    assert store.seq == 0 and "NoSuch" not in store.stocks
+
+
+def test_a_replayed_request_id_returns_the_first_result_and_changes_nothing(store):
+    first = store.apply(1, [buy("r1", quantity=5)]).outcomes[0]
+    before = state(store)
+    again = store.apply(1, [buy("r1", quantity=5)])
+    assert again.outcomes == [TradeOutcome("r1", "ok", seq=first.seq)]  # no stock: a replay
+    assert again.changes == []
+    assert state(store) == before
+
+
+def test_a_replay_inside_one_batch(store):
+    applied = store.apply(1, [buy("r1", quantity=5), buy("r1", quantity=5)])
+    assert applied.outcomes[1] == TradeOutcome("r1", "ok", seq=1)
+    assert store.lookup("GameStart").quantity == 95
+
+
+def test_a_replay_in_a_later_epoch_still_returns_the_first_result(store):
+    store.apply(1, [buy("r1", quantity=5)])
+    assert store.apply(2, [buy("r1", quantity=5)]).outcomes == [TradeOutcome("r1", "ok", seq=1)]
+    assert store.lookup("GameStart").quantity == 95
+
+
+@pytest.mark.parametrize("reused", [
+    buy("r1", quantity=6), buy("r1", "FishCo", 5), sell("r1", quantity=5),
+], ids=["other quantity", "other stock", "other side"])
+def test_a_request_id_reused_for_another_trade_is_refused(store, reused):
+    store.apply(1, [buy("r1", quantity=5)])
+    before = state(store)
+    applied = store.apply(1, [reused])
+    assert applied.outcomes == [TradeOutcome("r1", "key_reused")]
+    assert state(store) == before
+    # the first trade keeps its id:
+    assert store.apply(1, [buy("r1", quantity=5)]).outcomes == [TradeOutcome("r1", "ok", seq=1)]
+
+
+def test_an_empty_batch_changes_nothing_but_the_fence(store):
+    applied = store.apply(3, [])
+    assert (applied.outcomes, applied.changes) == ([], [])
+    assert (store.seq, store.fence) == (0, 3)
+
+
+def test_change_numbers_rise_by_one_across_batches_and_stocks(store):
+    seqs = []
+    for i in range(5):
+        applied = store.apply(1, [buy(f"a{i}"), buy(f"x{i}", "NoSuch"), sell(f"b{i}", "FishCo")])
+        seqs += [seq for _, seq in applied.changes]
+    assert seqs == list(range(1, 11))
+
+
+# --- the fence -----------------------------------------------------------------------------------
+
+
+def test_a_trade_from_a_stale_epoch_is_refused_and_changes_nothing(store):
+    store.raise_fence(5)
+    before = state(store)
+    with pytest.raises(StaleEpoch) as info:
+        store.apply(4, [buy("r1")])
+    assert info.value.fence == 5
+    assert state(store) == before
+    # the refused request id was not journaled: it may still be carried out by the current leader
+    assert store.apply(5, [buy("r1")]).outcomes[0].status == "ok"
+
+
+def test_a_batch_raises_the_fence(store):
+    store.apply(7, [buy("r1")])
+    assert store.fence == 7
+    with pytest.raises(StaleEpoch):
+        store.apply(6, [buy("r2")])
+
+
+def test_raise_fence(store):
+    store.raise_fence(3)
+    store.raise_fence(3)  # the same epoch again is fine (the leader resends)
+    assert store.fence == 3
+    with pytest.raises(StaleEpoch) as info:
+        store.raise_fence(2)
+    assert info.value.fence == 3
+    store.raise_fence(4)
+    assert store.fence == 4
+
+
+def test_journal_after_pages_through_applied_trades_in_order(store):
+    for i in range(5):
+        store.apply(1, [buy(f"r{i}", quantity=i + 1), buy(f"refused{i}", "NoSuch")])
+    page, more = store.journal_after(0, 2)
+    assert page == [JournalEntry(1, "r0", "GameStart", 1, "buy"), JournalEntry(2, "r1", "GameStart", 2, "buy")]
+    assert more
+    page, more = store.journal_after(2, 2)
+    assert [e.seq for e in page] == [3, 4] and more
+    page, more = store.journal_after(4, 2)
+    assert [e.seq for e in page] == [5] and not more
+    assert store.journal_after(5, 2) == ([], False)
+    page, more = store.journal_after(0, 5)
+    assert len(page) == 5 and not more  # exactly a page: nothing more
+
+
+# --- durability ------------------------------------------------------------------------------------
+
+
+def test_state_survives_close_and_reopen(db_path, csv_path):
+    s = CatalogStore(db_path, csv_path)
+    s.apply(2, [buy("r1", quantity=3), sell("r2", "FishCo", 4), buy("r3", "BoarCo")])
+    s.raise_fence(4)
+    before = state(s)
+    s.close()
+    s = CatalogStore(db_path, csv_path)
+    try:
+        assert state(s) == before
+        assert (s.seq, s.fence) == (2, 4)
+        # the journal survived too: a replay is still a replay, a reuse still a reuse
+        assert s.apply(4, [buy("r1", quantity=3)]).outcomes == [TradeOutcome("r1", "ok", seq=1)]
+        assert s.apply(4, [buy("r3", "BoarCo")]).outcomes == [TradeOutcome("r3", "not_enough_stock")]
+        assert s.apply(4, [buy("r2", "FishCo", 4)]).outcomes == [TradeOutcome("r2", "key_reused")]
+        with pytest.raises(StaleEpoch):
+            s.apply(3, [buy("r9")])
+    finally:
+        s.close()
+
+
+def test_a_failed_batch_leaves_nothing_behind(store, db_path, csv_path):
+    before = state(store)
+    bad = TradeItem(request_id="r2", name="GameStart", quantity=2**63, side="sell")  # overflows SQLite
+    with pytest.raises(OverflowError):
+        store.apply(1, [buy("r1"), bad])
+    assert state(store) == before
+    other = CatalogStore(db_path, csv_path)  # what is on disk
+    try:
+        assert state(other) == before
+    finally:
+        other.close()
+
+
+# --- numbers beyond SQLite's 64-bit integers ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["epoch", "after_seq"])
+def test_a_fence_with_a_number_beyond_int64_never_reaches_sqlite(store, field):
+    # SQLite stores signed 64-bit integers; an OverflowError would end the catalog's loop.
+    body = {"v": 1, "msg": "fence", "epoch": 1, "after_seq": 0, "limit": 10, field: 2**64 - 1}
+    try:
+        fence = codec.decode(msgpack.packb(body))
+    except RemoteProtocolError:
+        return  # refused at the wire: fine
+    try:
+        store.raise_fence(fence.epoch)
+    except StaleEpoch:
+        pass
+    store.journal_after(fence.after_seq, fence.limit)

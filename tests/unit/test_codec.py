@@ -1,0 +1,493 @@
+"""The codec: every message round-trips, and every malformed frame is refused
+with a :class:`RemoteProtocolError` (never a bare ``KeyError``/``TypeError``).
+
+Round trips are parametrized over one realistic example per message class,
+like flask's tests/test_json_tag.py; a message added to the protocol without
+an example here fails :func:`test_every_message_has_an_example`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from common import codec
+from common.errors import LocalProtocolError, RemoteProtocolError
+from common.protocol import (
+    MESSAGES, PROTOCOL_VERSION, AppendEntries, AppendReply, ApplyTrades, Error, ErrorCode, Fence, Fenced,
+    GetOrder, Heartbeat, JournalEntry, LeaderAnnouncement, LogEntry, Lookup, Message, NodeEvent, OrderInfo,
+    PlaceTrade, StockChanged, StockInfo, Topic, TradeDone, TradeItem, TradeOutcome, TradeRecord, TradesApplied,
+    VoteReply, VoteRequest,
+)
+
+STOCK = StockInfo(name="GameStart", price=15.99, quantity=97, volume=3, version=4, seq=1021)
+RECORD = TradeRecord(txn=41, request_id="5f1c0e2a9b7d4c38a1e6f0b2c3d4e5f6", name="FishCo", quantity=2,
+                     side="sell", seq=1020)
+
+APPLY = ApplyTrades(epoch=7, batch=12, trades=[
+    TradeItem(request_id="req-1", name="BoarCo", quantity=5, side="buy"),
+    TradeItem(request_id="req-2", name="FishCo", quantity=1, side="sell"),
+])
+APPLIED = TradesApplied(batch=12, outcomes=[
+    TradeOutcome(request_id="req-1", status="ok", seq=1021, stock=STOCK),
+    TradeOutcome(request_id="req-3", status="ok", seq=1000),
+    TradeOutcome(request_id="req-2", status="stock_not_found"),
+])
+APPEND = AppendEntries(term=7, leader=3, prev_index=87, prev_term=6, entries=[
+    LogEntry(index=88, term=7, trade=RECORD), LogEntry(index=89, term=7),
+], commit=87, probe=311)
+
+EXAMPLES: list[Message] = [
+    Error(code=ErrorCode.BAD_REQUEST, message="quantity must be between 1 and 1000000"),
+    Error(code=ErrorCode.NOT_LEADER, message="order replica 2 does not lead", leader=3, epoch=7),
+    Error(code=ErrorCode.STALE_EPOCH, message="epoch 6 is fenced off", epoch=7),
+    Lookup(name="GameStart"),
+    STOCK,
+    TradeItem(request_id="req-1", name="BoarCo", quantity=5, side="buy"),
+    APPLY,
+    ApplyTrades(epoch=1, batch=1, trades=[]),
+    TradeOutcome(request_id="req-1", status="ok", seq=1021, stock=STOCK),
+    TradeOutcome(request_id="req-2", status="not_enough_stock"),
+    APPLIED,
+    Fence(epoch=7, after_seq=1000, limit=500),
+    JournalEntry(seq=1001, request_id="req-9", name="OakFolk", quantity=3, side="buy"),
+    Fenced(epoch=7, entries=[
+        JournalEntry(seq=1001, request_id="req-9", name="OakFolk", quantity=3, side="buy"),
+        JournalEntry(seq=1002, request_id="req-10", name="OakFolk", quantity=1, side="sell"),
+    ], more=True),
+    Fenced(epoch=7, entries=[], more=False),
+    PlaceTrade(request_id="Idem-Key_01", name="GameStart", quantity=1_000_000, side="buy"),
+    TradeDone(txn=41, name="GameStart", quantity=3, side="buy", stock=STOCK),
+    TradeDone(txn=0, name="GameStart", quantity=3, side="buy"),
+    GetOrder(txn=41),
+    OrderInfo(txn=41, name="GameStart", quantity=3, side="buy"),
+    RECORD,
+    LogEntry(index=88, term=7, trade=RECORD),
+    LogEntry(index=89, term=7),
+    VoteRequest(term=8, candidate=3, last_index=89, last_term=7, pre_vote=True),
+    VoteReply(term=8, voter=1, granted=False, pre_vote=True, log_ahead=True),
+    APPEND,
+    AppendEntries(term=7, leader=3, prev_index=89, prev_term=7, entries=[], commit=89),
+    AppendReply(term=7, follower=1, success=True, match_index=89, hint=89, probe=311),
+    AppendReply(term=7, follower=2, success=False, match_index=0, hint=40),
+    Heartbeat(node="order-3", incarnation="2c7e920eb828", seq=17, interval_ms=100, status={
+        "role": "leader", "term": 7, "down": "1,2", "recovering": False, "batch": None,
+        "nested": {"hit_rate": 0.82, "list": [1, "two", 3.0]},
+    }),
+    Heartbeat(node="broker", incarnation="df447e029133", seq=1, interval_ms=100),
+    LeaderAnnouncement(leader=3, epoch=7, endpoint="tcp://127.0.0.1:5563"),
+    StockChanged(name="GameStart", price=15.99, quantity=97, version=4, seq=1021),
+    NodeEvent(node="order-2", kind="leader_elected", detail={"leader": 2, "epoch": 8, "last_index": 90}),
+    NodeEvent(node="catalog", kind="stopping"),
+]
+
+
+def _id(msg: Message) -> str:
+    return msg.MSG
+
+
+def _frame(**body) -> bytes:
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def _valid(msg: Message) -> dict:
+    """The decoded map of an encoded message, for tampering with."""
+    return msgpack.unpackb(codec.encode(msg), raw=False)
+
+
+# --- round trips ---------------------------------------------------------------
+
+
+def test_every_message_has_an_example():
+    assert {type(m) for m in EXAMPLES} == set(MESSAGES.values())
+
+
+@pytest.mark.parametrize("msg", EXAMPLES, ids=_id)
+def test_round_trip(msg):
+    frame = codec.encode(msg)
+    assert isinstance(frame, bytes)
+    back = codec.decode(frame)
+    assert type(back) is type(msg)
+    assert back == msg
+
+
+@pytest.mark.parametrize("msg", EXAMPLES, ids=_id)
+def test_frame_is_a_versioned_map_named_by_msg(msg):
+    body = msgpack.unpackb(codec.encode(msg), raw=False)
+    assert body["v"] == PROTOCOL_VERSION
+    assert body["msg"] == msg.MSG
+    assert set(body) == {"v", "msg", *(f.name for f in dataclasses.fields(msg))}
+
+
+def test_nested_messages_are_plain_maps_without_version_or_name():
+    body = _valid(APPLY)
+    assert body["trades"][0] == {"request_id": "req-1", "name": "BoarCo", "quantity": 5, "side": "buy"}
+    body = _valid(TradeOutcome(request_id="r", status="ok", seq=1, stock=STOCK))
+    assert "v" not in body["stock"] and "msg" not in body["stock"]
+
+
+def test_nested_round_trip_keeps_the_nested_types():
+    msg = codec.decode(codec.encode(APPLIED))
+    assert isinstance(msg.outcomes[0], TradeOutcome)
+    assert isinstance(msg.outcomes[0].stock, StockInfo)
+    assert msg.outcomes[1].stock is None
+    entries = codec.decode(codec.encode(APPEND)).entries
+    assert isinstance(entries[0].trade, TradeRecord) and entries[1].trade is None
+
+
+def test_an_int_price_decodes_as_a_float():
+    body = _valid(STOCK)
+    body["price"] = 16
+    msg = codec.decode(msgpack.packb(body))
+    assert msg.price == 16.0 and type(msg.price) is float
+
+
+def test_optional_fields_may_be_absent_or_nil():
+    assert codec.decode(_frame(v=1, msg="error", code="bad_request", message="x")) == Error("bad_request", "x")
+    msg = codec.decode(_frame(v=1, msg="error", code="not_leader", message="x", leader=None, epoch=None))
+    assert msg.leader is None and msg.epoch is None
+    hb = codec.decode(_frame(v=1, msg="heartbeat", node="broker", incarnation="i", seq=1, interval_ms=100))
+    assert hb.status == {}
+    ae = codec.decode(_frame(v=1, msg="append_entries", term=1, leader=1, prev_index=0, prev_term=0,
+                             entries=[], commit=0))
+    assert ae.probe == 0
+
+
+def test_unknown_extra_keys_are_ignored():
+    body = _valid(Lookup("GameStart"))
+    body["future_field"] = {"anything": [1, 2]}
+    assert codec.decode(msgpack.packb(body)) == Lookup("GameStart")
+    nested = _valid(APPLY)
+    nested["trades"][0]["extra"] = True
+    nested["trades"][0]["v"] = 99  # a nested map's "v" is just an unknown key
+    assert codec.decode(msgpack.packb(nested)) == APPLY
+
+
+def test_expect_restricts_the_acceptable_messages():
+    frame = codec.encode(Lookup("GameStart"))
+    assert codec.decode(frame, expect=Lookup) == Lookup("GameStart")
+    assert codec.decode(frame, expect=(Fence, Lookup)) == Lookup("GameStart")
+    with pytest.raises(RemoteProtocolError, match="not valid on this socket"):
+        codec.decode(frame, expect=(Fence, ApplyTrades))
+
+
+# --- encode errors ---------------------------------------------------------------
+
+
+def test_encoding_a_message_outside_the_protocol_is_a_local_error():
+    @dataclass(frozen=True, slots=True)
+    class Bogus(Message):
+        MSG = "bogus"
+        x: int
+
+    with pytest.raises(LocalProtocolError):
+        codec.encode(Bogus(1))
+    with pytest.raises(LocalProtocolError):
+        codec.encode(Message())
+
+
+@pytest.mark.parametrize("thing", [{"msg": "lookup", "name": "GameStart"}, "lookup", None, Lookup],
+                         ids=["dict", "str", "None", "class"])
+def test_encoding_a_non_message_is_a_local_error(thing):
+    with pytest.raises(LocalProtocolError):
+        codec.encode(thing)
+
+
+def test_a_class_borrowing_a_protocol_name_is_not_a_protocol_message():
+    @dataclass(frozen=True, slots=True)
+    class FakeLookup(Message):
+        MSG = "lookup"
+        name: str
+
+    with pytest.raises(LocalProtocolError):
+        codec.encode(FakeLookup("GameStart"))
+
+
+# --- decode errors ---------------------------------------------------------------
+
+NOT_MSGPACK = [
+    b"",
+    b"\xc1",                      # the one byte msgpack never uses
+    b"\x92\x01",                  # an array of 2 with one element: truncated
+    msgpack.packb({"v": 1}) + b"\x00",  # extra bytes after the map
+    b"GET / HTTP/1.1\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("frame", NOT_MSGPACK)
+def test_not_msgpack(frame):
+    with pytest.raises(RemoteProtocolError):
+        codec.decode(frame)
+
+
+@pytest.mark.parametrize("value", [1, "lookup", None, True, 1.5, [1, "lookup"], b"bytes"])
+def test_not_a_map(value):
+    with pytest.raises(RemoteProtocolError, match="must be a msgpack map"):
+        codec.decode(msgpack.packb(value, use_bin_type=True))
+
+
+def test_a_map_with_non_string_keys_is_refused():
+    with pytest.raises(RemoteProtocolError):
+        codec.decode(msgpack.packb({1: 1, "msg": "lookup", "name": "x"}))
+
+
+@pytest.mark.parametrize("version", [0, 2, -1, "1", None, [1], 2**64 - 1], ids=repr)
+def test_wrong_version(version):
+    body = _valid(Lookup("GameStart"))
+    body["v"] = version
+    with pytest.raises(RemoteProtocolError, match="unsupported protocol version"):
+        codec.decode(msgpack.packb(body))
+
+
+def test_missing_version():
+    with pytest.raises(RemoteProtocolError, match="unsupported protocol version None"):
+        codec.decode(_frame(msg="lookup", name="GameStart"))
+
+
+@pytest.mark.parametrize("name", ["nope", "", "Lookup", None, 5, ["lookup"], "trade_item "], ids=repr)
+def test_unknown_msg(name):
+    with pytest.raises(RemoteProtocolError, match="unknown message"):
+        codec.decode(_frame(v=1, msg=name, name="GameStart"))
+
+
+def test_missing_msg():
+    with pytest.raises(RemoteProtocolError, match="unknown message"):
+        codec.decode(_frame(v=1, name="GameStart"))
+
+
+def _required(cls: type[Message]) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+
+
+@pytest.mark.parametrize("msg", EXAMPLES, ids=_id)
+def test_missing_required_field(msg):
+    for name in sorted(_required(type(msg))):
+        body = _valid(msg)
+        del body[name]
+        with pytest.raises(RemoteProtocolError, match=f"lacks the field '{name}'"):
+            codec.decode(msgpack.packb(body, use_bin_type=True))
+
+
+def test_required_fields_are_the_ones_without_defaults():
+    assert _required(Error) == {"code", "message"}
+    assert _required(TradeOutcome) == {"request_id", "status"}
+    assert _required(Heartbeat) == {"node", "incarnation", "seq", "interval_ms"}
+    assert _required(AppendEntries) == {"term", "leader", "prev_index", "prev_term", "entries", "commit"}
+
+
+# (message, field, wrong value, words the error must contain)
+WRONG_TYPES = [
+    (GetOrder(41), "txn", True, "get_order.txn must"),                     # bool where int
+    (GetOrder(41), "txn", 41.0, "must be an integer"),                 # float where int
+    (GetOrder(41), "txn", "41", "must be an integer"),
+    (GetOrder(41), "txn", None, "must be an integer"),                 # nil for a required int
+    (PlaceTrade("r", "GameStart", 1, "buy"), "quantity", 1.5, "quantity must be an integer"),
+    (PlaceTrade("r", "GameStart", 1, "buy"), "name", b"GameStart", "name must be a string"),
+    (PlaceTrade("r", "GameStart", 1, "buy"), "request_id", 7, "request_id must be a string"),
+    (StockInfo("GameStart", 1.0, 1, 1, 1, 1), "price", True, "price must be a number"),  # bool where float
+    (StockInfo("GameStart", 1.0, 1, 1, 1, 1), "price", "15.99", "price must be a number"),
+    (VoteRequest(1, 1, 0, 0, True), "pre_vote", 1, "pre_vote must be a boolean"),      # int where bool
+    (Fenced(1, [], False), "more", None, "more must be a boolean"),
+    (ApplyTrades(1, 1, []), "trades", "not a list", "trades must be a list"),         # str where list
+    (ApplyTrades(1, 1, []), "trades", {"0": {}}, "trades must be a list"),
+    (ApplyTrades(1, 1, []), "trades", [["req", "GameStart", 1, "buy"]], "trades[0] must be a map"),
+    (ApplyTrades(1, 1, []), "trades", [{"request_id": "r", "name": "n", "quantity": "1", "side": "buy"}],
+     "trades[0].quantity must be an integer"),                                        # nested wrong
+    (ApplyTrades(1, 1, []), "trades", [{"request_id": "r", "name": "n", "side": "buy"}],
+     "lacks the field 'quantity'"),                                                   # nested missing
+    (TradeOutcome("r", "ok"), "stock", "GameStart", "stock must be a map"),
+    (TradeOutcome("r", "ok"), "stock", {"name": "n", "price": 1.0, "quantity": 1, "volume": 1, "version": 1,
+                                        "seq": True}, "stock.seq must be an integer"),
+    (AppendEntries(1, 1, 0, 0, [], 0), "entries", [{"index": 1, "term": 1, "trade": {"txn": 0}}],
+     "lacks the field"),                                                              # doubly nested
+    (Heartbeat("n", "i", 1, 100), "status", [1, 2], "status must be a map"),
+    (Heartbeat("n", "i", 1, 100), "status", {b"seq": 1}, "status must be a map with string keys"),
+    (NodeEvent("n", "k"), "detail", "x", "detail must be a map"),
+    (Error("bad_request", "x"), "leader", "3", "leader must be an integer"),          # optional, wrong
+]
+
+
+@pytest.mark.parametrize("msg,field,value,words", WRONG_TYPES,
+                         ids=[f"{m.MSG}.{f}={v!r}"[:60] for m, f, v, _ in WRONG_TYPES])
+def test_wrong_field_type(msg, field, value, words):
+    body = _valid(msg)
+    body[field] = value
+    with pytest.raises(RemoteProtocolError) as info:
+        codec.decode(msgpack.packb(body, use_bin_type=True))
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize("value", [-(2**63), -1, 0, 2**63 - 1], ids=repr)
+def test_integers_of_64_signed_bits_are_accepted(value):
+    body = _valid(GetOrder(0))
+    body["txn"] = value
+    assert codec.decode(msgpack.packb(body)).txn == value
+
+
+@pytest.mark.parametrize("msg,field", [
+    (GetOrder(0), "txn"), (Fence(1, 0, 10), "epoch"), (Fence(1, 0, 10), "after_seq"),
+    (AppendEntries(1, 1, 0, 0, [], 0), "term"), (VoteRequest(1, 1, 0, 0, False), "term"),
+], ids=lambda v: v if isinstance(v, str) else v.MSG)
+@pytest.mark.parametrize("value", [2**63, 2**64 - 1], ids=["2**63", "2**64-1"])
+def test_integers_beyond_64_signed_bits_are_refused(msg, field, value):
+    body = _valid(msg)
+    body[field] = value
+    with pytest.raises(RemoteProtocolError, match="signed 64-bit"):
+        codec.decode(msgpack.packb(body))
+
+
+def test_nested_integers_beyond_64_signed_bits_are_refused():
+    body = _valid(APPEND)
+    body["entries"][0]["trade"]["txn"] = 2**64 - 1
+    with pytest.raises(RemoteProtocolError, match=r"entries\[0\]\.trade\.txn must fit"):
+        codec.decode(msgpack.packb(body))
+
+
+def test_a_dataclass_built_with_wrong_types_encodes_but_does_not_decode():
+    # encode() does not check types (it is our own code); the peer's decode() does.
+    frame = codec.encode(Lookup(name=5))  # type: ignore[arg-type]
+    with pytest.raises(RemoteProtocolError, match="Lookup.name|lookup.name"):
+        codec.decode(frame)
+
+
+# --- the bus -----------------------------------------------------------------------
+
+
+def test_encode_pub_puts_the_topic_first():
+    msg = StockChanged(name="GameStart", price=15.99, quantity=97, version=4, seq=1021)
+    frames = codec.encode_pub(Topic.STOCK, msg)
+    assert frames == [b"stock", codec.encode(msg)]
+    assert codec.decode_pub(frames) == (Topic.STOCK, msg)
+
+
+@pytest.mark.parametrize("topic", list(Topic), ids=lambda t: t.name)
+def test_every_topic_round_trips(topic):
+    msg = Heartbeat(node="catalog", incarnation="abc", seq=3, interval_ms=100, status={"seq": 9})
+    assert codec.decode_pub(codec.encode_pub(topic, msg)) == (topic, msg)
+
+
+@pytest.mark.parametrize("frames", [
+    [],
+    [b"hb"],
+    [b"hb", codec.encode(Lookup("x")), b"extra"],
+], ids=["no frame", "topic only", "three frames"])
+def test_decode_pub_wrong_frame_count(frames):
+    with pytest.raises(RemoteProtocolError, match="2 frames"):
+        codec.decode_pub(frames)
+
+
+@pytest.mark.parametrize("topic", [b"", b"HB", b"hbx", b"stocks", b"h", b"\xff" * 100])
+def test_decode_pub_unknown_topic(topic):
+    with pytest.raises(RemoteProtocolError, match="unknown topic"):
+        codec.decode_pub([topic, codec.encode(Lookup("x"))])
+
+
+def test_decode_pub_garbage_body():
+    with pytest.raises(RemoteProtocolError):
+        codec.decode_pub([b"hb", b"\xc1"])
+
+
+def test_decode_pub_does_not_check_that_the_topic_fits_the_message():
+    # Receivers dispatch on the message class, not the topic (see PROTOCOL.md).
+    msg = Lookup("GameStart")
+    assert codec.decode_pub([b"stock", codec.encode(msg)]) == (Topic.STOCK, msg)
+
+
+# --- ROUTER envelopes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frames,envelope,body", [
+    ([b"id", b"", b"body"], [b"id", b""], b"body"),
+    ([b"\x00k\x8bEg", b"", b"body"], [b"\x00k\x8bEg", b""], b"body"),
+    ([b"proxy", b"id", b"", b"body"], [b"proxy", b"id", b""], b"body"),  # several hops
+    ([b"id", b"", b""], [b"id", b""], b""),                              # empty body: decode refuses it
+], ids=["one hop", "binary identity", "two hops", "empty body"])
+def test_split_envelope(frames, envelope, body):
+    assert codec.split_envelope(frames) == (envelope, body)
+
+
+@pytest.mark.parametrize("frames", [
+    [],
+    [b""],
+    [b"body"],
+    [b"id", b"body"],                 # a DEALER that forgot the delimiter
+    [b"", b"body"],                   # no identity before the delimiter
+    [b"id", b"", b"body", b"more"],   # the delimiter is not second to last
+    [b"id", b"", b"", b"body"],       # two delimiters
+    [b"id", b"body", b""],            # delimiter last
+], ids=["nothing", "delimiter only", "body only", "no delimiter", "no identity", "frames after body",
+        "two delimiters", "delimiter last"])
+def test_split_envelope_refuses(frames):
+    with pytest.raises(RemoteProtocolError, match="envelope"):
+        codec.split_envelope(frames)
+
+
+# --- nothing but RemoteProtocolError, whatever the bytes ----------------------------------
+
+scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+           | st.floats() | st.text(max_size=12) | st.binary(max_size=12))
+msgpack_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=12) | st.binary(max_size=4) | st.integers(-(2**63), 2**64 - 1),
+                      inner, max_size=4),
+    max_leaves=16,
+)
+field_names = st.sampled_from(sorted({f.name for cls in MESSAGES.values() for f in dataclasses.fields(cls)}))
+message_like = st.builds(
+    lambda name, version, fields: {**fields, "v": version, "msg": name},
+    st.sampled_from(sorted(MESSAGES)),
+    st.sampled_from([1, 1, 1, 0, 2, True, 1.0, "1"]),
+    st.dictionaries(field_names, msgpack_values, max_size=8),
+)
+
+
+def _decode_or_refuse(frame: bytes) -> None:
+    try:
+        msg = codec.decode(frame)
+    except RemoteProtocolError:
+        return
+    assert isinstance(msg, Message)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_never_raise_anything_else(frame):
+    _decode_or_refuse(frame)
+
+
+@settings(max_examples=200, deadline=None)
+@given(msgpack_values)
+def test_random_msgpack_values_never_raise_anything_else(value):
+    _decode_or_refuse(msgpack.packb(value, use_bin_type=True, strict_types=False))
+
+
+@settings(max_examples=150, deadline=None)
+@given(message_like)
+def test_random_message_like_maps_never_raise_anything_else(body):
+    _decode_or_refuse(msgpack.packb(body, use_bin_type=True))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(EXAMPLES), st.data())
+def test_a_valid_message_with_one_field_replaced_never_raises_anything_else(msg, data):
+    body = _valid(msg)
+    field = data.draw(st.sampled_from(sorted(body)))
+    body[field] = data.draw(msgpack_values)
+    _decode_or_refuse(msgpack.packb(body, use_bin_type=True))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=20), max_size=5))
+def test_random_frames_never_raise_anything_else_on_the_bus_or_a_router(frames):
+    for step in (codec.decode_pub, codec.split_envelope):
+        try:
+            step(frames)
+        except RemoteProtocolError:
+            pass

@@ -147,6 +147,8 @@ def test_garbage_frames_get_an_error_or_are_dropped_and_the_node_keeps_serving(c
     leader = cluster.leader()
     name = {"catalog": "catalog", "leader": f"order-{leader}",
             "follower": f"order-{1 if leader != 1 else 2}"}[target]
+    # A trade is acknowledged once a majority has it: let the third replica catch up too.
+    wait_until(lambda: cluster.order_log(1) == cluster.order_log(2) == cluster.order_log(3), 10, "identical logs")
     stocks, journal = cluster.stocks(), cluster.journal()
     logs = {i: cluster.order_log(i) for i in (1, 2, 3)}
 

@@ -289,7 +289,10 @@ class Raft:
         """Handle a replication message from a peer (any message proves the
         sender is up)."""
         out: list = []
-        self.down.discard(_sender(msg))
+        sender = _sender(msg)
+        if sender == self.me or sender not in self.peers:
+            return out  # not from a peer of ours (a misrouted link, a duplicate id): never obey it
+        self.down.discard(sender)
         if isinstance(msg, AppendEntries):
             self._on_append(msg, now, out)
         elif isinstance(msg, AppendReply):

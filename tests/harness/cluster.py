@@ -232,7 +232,7 @@ class Cluster:
         if self.links:
             from .links import LinkHub
 
-            self.hub = LinkHub()
+            self.hub = LinkHub(avoid=set(ports))
         self.config_path = self.workdir / "config.toml"
         self.config_path.write_text(self.config_text())
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

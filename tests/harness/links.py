@@ -77,11 +77,18 @@ class Link:
                     pipe.writer.transport.abort()
             self.pairs.clear()
 
-    async def _serve(self) -> None:
+    async def _serve(self, avoid: set[int]) -> None:
+        """Listen on a free port that is none of ``avoid`` (the ports the
+        cluster's nodes are about to bind)."""
         self.resumed = asyncio.Event()
         self.resumed.set()
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
+        while True:
+            server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            if port not in avoid:
+                self.server, self.port = server, port
+                return
+            server.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.mode == "reset":
@@ -119,7 +126,8 @@ class Link:
 class LinkHub:
     """All links of one cluster, on one event loop thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, avoid: set[int] | None = None) -> None:
+        self.avoid = avoid or set()
         self.loop = asyncio.new_event_loop()
         self.links: dict[tuple[str, str], Link] = {}
         self._thread = threading.Thread(target=self.loop.run_forever, name="links", daemon=True)
@@ -134,7 +142,7 @@ class LinkHub:
 
     def add(self, source: str, target: str, target_port: int) -> Link:
         link = Link(self, source, target, target_port)
-        asyncio.run_coroutine_threadsafe(link._serve(), self.loop).result(timeout=5)
+        asyncio.run_coroutine_threadsafe(link._serve(self.avoid), self.loop).result(timeout=5)
         self.links[(source, target)] = link
         return link
 

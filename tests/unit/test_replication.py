@@ -270,3 +270,15 @@ def test_entries_of_an_earlier_term_commit_only_with_one_of_the_current_term():
     first = net.logs[leader].entries(1, 3)
     assert first[0].trade.request_id == "old" and first[1].trade is None and first[1].term == 2
     assert net.nodes[leader].raft.commit >= 2
+
+
+def test_a_message_that_claims_to_come_from_the_replica_itself_or_a_stranger_is_ignored():
+    """A misrouted link or a duplicated id must not depose a leader: found when
+    a test proxy once looped a leader's own heartbeats back to it."""
+    net = elected()
+    leader = net.nodes[3]
+    for sender in (3, 9):
+        out = leader.on_peer(AppendEntries(term=leader.raft.term, leader=sender, prev_index=0, prev_term=0,
+                                           entries=[], commit=0), net.now)
+        assert out == []
+        assert leader.raft.role is Role.LEADER

@@ -12,6 +12,7 @@ Each wrapper owns one socket and must stay in the thread that made it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import zmq
 
@@ -84,20 +85,21 @@ class Subscriber:
         """
         if not self.sock.poll(timeout_ms):
             return None
-        return self.recv_ready()
+        return next(self.drain(1), None)
 
-    def recv_ready(self) -> tuple[Topic, Message] | None:
-        """Read one message the caller knows is waiting (after a poll)."""
-        try:
-            frames = self.sock.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            return None
-        try:
-            return codec.decode_pub(frames)
-        except RemoteProtocolError as exc:
-            self.malformed += 1
-            log.warning("dropped malformed bus message", error=str(exc))
-            return None
+    def drain(self, limit: int = 1000) -> Iterator[tuple[Topic, Message]]:
+        """Yield the valid messages already waiting, at most ``limit``,
+        without blocking (malformed ones are counted and dropped)."""
+        for _ in range(limit):
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                yield codec.decode_pub(frames)
+            except RemoteProtocolError as exc:
+                self.malformed += 1
+                log.warning("dropped malformed bus message", error=str(exc))
 
     def close(self) -> None:
         sockets.close(self.sock)

@@ -11,8 +11,9 @@ Client side: :class:`ReqPool` keeps REQ sockets to one endpoint for reuse
 timed out is stuck in its send/receive cycle, so :func:`call` closes it and
 the next call opens a fresh one (the ZeroMQ guide's Lazy Pirate). The pool
 hands each socket to one caller at a time, which keeps ZeroMQ's rule of one
-socket per thread (or greenlet) while it is in use. Both work with a plain
-or a ``zmq.green`` context.
+socket per thread (or greenlet) while it is in use. Every send and receive is
+non-blocking; how to *wait* is the pool's :data:`Waiter` (the socket's own
+poll by default; the frontend's greenlets wait through gevent instead).
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ from .protocol import Error, Message
 
 # How often a waiting call checks its cancel condition.
 POLL_SLICE_MS = 5
+
+# wait(socket, zmq.POLLIN or zmq.POLLOUT, timeout in seconds) -> ready in time?
+Waiter = Callable[[zmq.Socket, int, float], bool]
+
+
+def poll_wait(sock: zmq.Socket, flag: int, timeout_s: float) -> bool:
+    """The default :data:`Waiter`: the socket's own poll (blocks the thread)."""
+    return bool(sock.poll(max(0, int(timeout_s * 1000)), flag))
 
 
 def recv_request(router: zmq.Socket) -> tuple[list[bytes], Message | RemoteProtocolError] | None:
@@ -66,17 +75,19 @@ def send_reply(router: zmq.Socket, envelope: list[bytes], msg: Message) -> bool:
 class ReqPool:
     """REQ sockets to one endpoint, each lent to one caller at a time.
 
-    :param ctx: a ``zmq.Context`` or ``zmq.green.Context``.
+    :param ctx: the ZeroMQ context.
     :param endpoint: where to connect.
     :param on_open: called with each new socket before it connects (to attach
         the socket monitor, say).
+    :param wait: how a caller waits for its socket (:data:`Waiter`).
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str,
-                 on_open: Callable[[zmq.Socket], None] | None = None) -> None:
+                 on_open: Callable[[zmq.Socket], None] | None = None, wait: Waiter = poll_wait) -> None:
         self.ctx = ctx
         self.endpoint = endpoint
         self.on_open = on_open
+        self.wait = wait
         self._idle: list[zmq.Socket] = []
         self._lock = threading.Lock()
 
@@ -128,14 +139,14 @@ def call(
     connect_deadline = start + (timeout_s if connect_s is None else min(connect_s, timeout_s))
     deadline = start + timeout_s
     try:
-        while not sock.poll(_slice_ms(connect_deadline, cancel), zmq.POLLOUT):
+        while not pool.wait(sock, zmq.POLLOUT, _slice_s(connect_deadline, cancel)):
             if time.monotonic() >= connect_deadline or (cancel is not None and cancel()):
                 raise PeerUnavailable(f"no connection to {pool.endpoint}")
         try:
             sock.send(codec.encode(msg), zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             raise PeerUnavailable(f"cannot send to {pool.endpoint}: {exc}") from None
-        while not sock.poll(_slice_ms(deadline, cancel)):
+        while not pool.wait(sock, zmq.POLLIN, _slice_s(deadline, cancel)):
             if time.monotonic() >= deadline or (cancel is not None and cancel()):
                 raise RpcTimeout(f"no reply from {pool.endpoint} within {timeout_s:.3f}s")
         try:
@@ -152,8 +163,8 @@ def call(
     return reply
 
 
-def _slice_ms(deadline: float, cancel: Callable[[], bool] | None) -> int:
-    """How long one poll may wait: to the deadline, or a slice when a cancel
+def _slice_s(deadline: float, cancel: Callable[[], bool] | None) -> float:
+    """How long one wait may last: to the deadline, or a slice when a cancel
     condition must be checked along the way."""
-    left = max(1, int((deadline - time.monotonic()) * 1000) + 1)
-    return left if cancel is None else min(left, POLL_SLICE_MS)
+    left = max(0.001, deadline - time.monotonic())
+    return left if cancel is None else min(left, POLL_SLICE_MS / 1000)

@@ -3,8 +3,9 @@
 ``create_app(config)`` builds the Flask application; ``python -m frontend``
 serves it with gunicorn's gevent worker (one process, many greenlets: one
 cache, one bus subscription, and read-your-writes across every connection).
-Everything that talks ZeroMQ here uses ``zmq.green``, so a greenlet waiting on
-a backend never blocks the others.
+Every ZeroMQ send and receive here is non-blocking and every wait goes
+through gevent (:mod:`frontend.greenwait`), so a greenlet waiting on a
+backend never blocks the others.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-import zmq.green as zmq
+import zmq
 from flask import Flask
 
 from common.config import Config
@@ -58,7 +59,7 @@ class FrontendState:
     def close(self) -> None:
         self.watcher.stop()
         self.backend.close()
-        self.ctx.term()
+        self.ctx.destroy(linger=0)
 
 
 def create_app(config: Config, name: str = "frontend", cache: bool | None = None,

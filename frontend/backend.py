@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
-import zmq.green as zmq
+import zmq
 
 from common import rpc
 from common.config import Config
@@ -27,6 +27,7 @@ from common.errors import NotLeader, PeerUnavailable, RemoteError, RemoteProtoco
 from common.logs import get_logger
 from common.protocol import ErrorCode, GetOrder, Lookup, Message, OrderInfo, PlaceTrade, StockInfo, TradeDone
 
+from . import greenwait
 from .cache import Cached, LookupCache
 from .leader import LeaderTracker
 
@@ -64,7 +65,8 @@ class Backend:
         self.timeouts = config.timeouts
 
         def pool(endpoint: str, label: str) -> rpc.ReqPool:
-            return rpc.ReqPool(ctx, endpoint, None if watch is None else (lambda sock: watch(sock, label)))
+            return rpc.ReqPool(ctx, endpoint, None if watch is None else (lambda sock: watch(sock, label)),
+                               wait=greenwait.wait)
 
         self.catalog = pool(config.catalog.endpoint.connect, "catalog")
         self.replicas = {r.id: pool(r.endpoint.connect, r.name) for r in config.orders}

@@ -1,6 +1,5 @@
 """The frontend's ear on the bus: one background greenlet that owns the
-frontend's SUB and PUB sockets (``zmq.green``, as everywhere in the frontend,
-which runs on gevent).
+frontend's SUB and PUB sockets (waiting through gevent, :mod:`frontend.greenwait`).
 
 It feeds stock changes and heartbeats to the :class:`LookupCache`, leader
 announcements to the :class:`LeaderTracker`, watches the SUB socket's
@@ -20,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
-import zmq.green as zmq
+import zmq
 
 from common import sockets
 from common.bus import Publisher, Subscriber
@@ -29,6 +28,7 @@ from common.heartbeat import Liveness, Ticker
 from common.logs import get_logger
 from common.protocol import Heartbeat, LeaderAnnouncement, StockChanged, Topic
 
+from . import greenwait
 from .cache import LookupCache
 from .leader import LeaderTracker
 
@@ -81,13 +81,11 @@ class BusWatcher:
 
     def _loop(self) -> None:
         hb = self.config.heartbeat
-        sub = Subscriber(self.ctx, self.config.broker.xpub.connect, (Topic.HEARTBEAT, Topic.LEADER, Topic.STOCK))
+        # Without a cache the stock changes concern nobody here: do not even receive them.
+        topics = (Topic.HEARTBEAT, Topic.LEADER) + ((Topic.STOCK,) if self.cache is not None else ())
+        sub = Subscriber(self.ctx, self.config.broker.xpub.connect, topics)
         pub = Publisher(self.ctx, self.config.broker.xsub.connect, self.name, hb.interval_ms)
         monitors = {sockets.watch(sub.sock): "sub", sockets.watch(pub.sock): "bus"}
-        poller = zmq.Poller()
-        poller.register(sub.sock, zmq.POLLIN)
-        for monitor in monitors:
-            poller.register(monitor, zmq.POLLIN)
         beat = Ticker(hb.interval_s, time.monotonic())
         pub.event("started", cache=self.cache is not None)
         flushes = 0
@@ -97,14 +95,12 @@ class BusWatcher:
                     adopted, self._adopted = self._adopted, []
                 for monitor, label in adopted:
                     monitors[monitor] = label
-                    poller.register(monitor, zmq.POLLIN)
-                events = dict(poller.poll(beat.remaining(time.monotonic()) * 1000))
+                events = set(greenwait.poll([sub.sock, *monitors], beat.remaining(time.monotonic())))
                 now = time.monotonic()
                 if sub.sock in events:
                     self._drain(sub, now)
                 for monitor, label in list(monitors.items()):
                     if monitor in events and self._socket_events(monitor, label, pub):
-                        poller.unregister(monitor)
                         del monitors[monitor]
                         sockets.close(monitor)
                 with self.lock:
@@ -126,14 +122,9 @@ class BusWatcher:
             pub.close(linger_ms=100)
 
     def _drain(self, sub: Subscriber, now: float) -> None:
-        for _ in range(1000):
-            if not sub.sock.get(zmq.EVENTS) & zmq.POLLIN:
-                return
-            got = sub.recv_ready()
-            if got is None:
-                continue
-            _topic, msg = got
-            with self.lock:
+        messages = list(sub.drain())
+        with self.lock:
+            for _topic, msg in messages:
                 if isinstance(msg, StockChanged):
                     if self.cache is not None:
                         self.cache.on_change(msg)

@@ -147,8 +147,8 @@ def test_lookups_racing_trades_never_leave_an_older_version_cached(cluster_facto
     refused = [cluster.stats(p)["cache"]["stale_refused"] for p in cluster.http_ports]
     assert sum(refused) > 0, "no lookup reply raced an invalidation: the test proved nothing"
     for port in cluster.http_ports:
+        # Empty is possible (every reply may have lost its race); stale is not.
         entries = cluster.stats(port)["cache"]["entries"]
-        assert entries, "the cache should hold entries after all those lookups"
         for name, entry in entries.items():
             price, quantity, volume, version = stocks[name]
             assert (entry["version"], entry["quantity"]) == (version, quantity), \

@@ -19,7 +19,7 @@ from common.config import Config
 from common.errors import RemoteProtocolError, error_code
 from common.heartbeat import Ticker
 from common.logs import get_logger
-from common.node import DRAIN_LIMIT, Loop, readable, serve
+from common.node import DRAIN_LIMIT, Loop, serve
 from common.protocol import (
     ApplyTrades, Error, ErrorCode, Fence, Fenced, Lookup, Message, StockChanged, Topic,
     TradesApplied, trade_problem,
@@ -62,10 +62,7 @@ class CatalogServer:
         self.bus.event("socket", socket=label, event=event, endpoint=endpoint)
 
     def on_requests(self) -> None:
-        for _ in range(DRAIN_LIMIT):
-            if not readable(self.router):
-                return
-            got = rpc.recv_request(self.router)
+        for got in rpc.pending_requests(self.router, DRAIN_LIMIT):
             if got is None:
                 self.counters["bad_requests"] += 1
                 continue

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ from typing import Any
 
 import msgpack
 import zmq
+
+from common.sockets import free_tcp_ports
 
 from .http import HttpClient
 
@@ -40,21 +41,6 @@ POLL_S = 0.05
 
 class ServerError(RuntimeError):
     """A server did not start; the message quotes the end of its log."""
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free TCP ports on 127.0.0.1."""
-    socks, ports = [], []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
 
 
 class Child:
@@ -197,7 +183,7 @@ class Servers:
 
     def frontend(self, config: Path, name: str, cache: bool, cache_size: int | None) -> tuple[Child, int]:
         """A Bazaar frontend on a free port against ``config``'s backends."""
-        (port,) = free_ports(1)
+        (port,) = free_tcp_ports(1)
         argv = ["-m", "frontend", "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
                 "--name", name, "--cache" if cache else "--no-cache"]
         if cache and cache_size is not None:
@@ -211,14 +197,14 @@ class Servers:
         return child, port
 
     def bare_route(self, config: Path) -> tuple[Child, int]:
-        (port,) = free_ports(1)
+        (port,) = free_tcp_ports(1)
         argv = [str(ROOT / "bench" / "bare_route.py"), "--config", str(config), "--port", str(port)]
         child = self.start("bare-route", argv, http_ready(port, "/stocks/GameStart"), "answer on /stocks")
         self.say(f"started the bare Flask route (pid {child.pid}) on 127.0.0.1:{port}")
         return child, port
 
     def zmq_echo(self) -> tuple[Child, str]:
-        (port,) = free_ports(1)
+        (port,) = free_tcp_ports(1)
         endpoint = f"tcp://127.0.0.1:{port}"
         argv = [str(ROOT / "bench" / "zmq_echo.py"), "--endpoint", endpoint]
         child = self.start("zmq-echo", argv, zmq_ready(endpoint), "round trip")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import zmq
 
@@ -58,6 +58,15 @@ def recv_request(router: zmq.Socket) -> tuple[list[bytes], Message | RemoteProto
         return envelope, codec.decode(body)
     except RemoteProtocolError as exc:
         return envelope, exc
+
+
+def pending_requests(router: zmq.Socket, limit: int) -> Iterator[tuple[list[bytes], Message | RemoteProtocolError] | None]:
+    """The requests already waiting on a ROUTER, at most ``limit``, without
+    blocking; None stands for frames that were dropped (no envelope)."""
+    for _ in range(limit):
+        if not router.get(zmq.EVENTS) & zmq.POLLIN:
+            return
+        yield recv_request(router)
 
 
 def send_reply(router: zmq.Socket, envelope: list[bytes], msg: Message) -> bool:

@@ -13,6 +13,7 @@ name, the form nodes publish on the bus.
 
 from __future__ import annotations
 
+import socket
 import uuid
 
 import zmq
@@ -108,3 +109,20 @@ def close(sock: zmq.Socket | None) -> None:
     """Close a socket without waiting for unsent messages."""
     if sock is not None and not sock.closed:
         sock.close(linger=0)
+
+
+def free_tcp_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Distinct TCP ports that were free on ``host`` a moment ago (all held
+    open until all are found, so they differ); for tools and tests that start
+    servers of their own."""
+    held, ports = [], []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind((host, 0))
+            held.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in held:
+            s.close()
+    return ports

@@ -125,10 +125,7 @@ class OrderServer:
 
     def on_router(self) -> None:
         now = time.monotonic()
-        for _ in range(DRAIN_LIMIT):
-            if not readable(self.router):
-                return
-            got = rpc.recv_request(self.router)
+        for got in rpc.pending_requests(self.router, DRAIN_LIMIT):
             if got is None:
                 self.counters["bad_requests"] += 1
                 continue

@@ -17,7 +17,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from common.sockets import free_tcp_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,21 +48,6 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
         if time.monotonic() >= deadline:
             raise Timeout(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free TCP ports on 127.0.0.1 (held open until all are found)."""
-    socks, ports = [], []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
 
 
 @dataclass
@@ -222,7 +208,7 @@ class Cluster:
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        ports = free_ports(3 + self.replicas + self.frontends)
+        ports = free_tcp_ports(3 + self.replicas + self.frontends)
         self.ports = {
             "xsub": ports[0], "xpub": ports[1], "catalog": ports[2],
             **{f"order-{i}": ports[2 + i] for i in range(1, self.replicas + 1)},

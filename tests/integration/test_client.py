@@ -189,9 +189,9 @@ def test_a_trade_answered_503_is_resent_with_the_same_key_and_applied_once():
 
 
 def test_a_session_without_a_frontend_says_so():
-    from tests.harness.cluster import free_ports
+    from common.sockets import free_tcp_ports
 
-    (port,) = free_ports(1)
+    (port,) = free_tcp_ports(1)
     result = run_client(["session", "--host", "127.0.0.1", "--port", str(port), "--stocks", "A", "-n", "3"],
                         timeout=30)
     assert result.returncode == 3, result.stdout

@@ -154,12 +154,16 @@ def report(history: History, violations: list[Violation], window_s: float = 1.0)
         lines.append(f"BROKEN: {v.promise}: {v.message}")
         for op in v.ops:
             lines.append("  op     " + op.line())
+            body = {"name": op.name, "quantity": op.quantity, "type": op.side}
+            for x in history.requests:
+                if x.path == "/orders" and x.body == body and op.invoked - 0.01 <= x.start <= (op.completed or x.start):
+                    lines.append(f"  http   {x.start:9.3f} {x.end:9.3f} {x.method} {x.path} -> {x.status} {x.reply}")
             lo, hi = op.invoked - window_s, (op.completed or op.invoked) + window_s
             for t, text in history.events:
                 if lo <= t <= hi:
                     lines.append(f"  fault  {t:9.3f} {text}")
     counts = {s: len(history.by_status(s)) for s in ("ok", "fail", "unknown")}
-    lines.append(f"history: {len(history.ops)} trades {counts}; faults: "
+    lines.append(f"history: {len(history.ops)} trades {counts}, {len(history.requests)} HTTP exchanges; faults: "
                  + "; ".join(f"{t:.3f} {text}" for t, text in history.events))
     return "\n".join(lines)
 

@@ -143,11 +143,17 @@ class Reply:
 
 
 class Http:
-    """A keep-alive HTTP client for one frontend (one connection: not thread-safe)."""
+    """A keep-alive HTTP client for one frontend (one connection: not thread-safe).
 
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
+    :param record: called as ``record(method, path, body, status, reply body,
+        start, end)`` for every request (status None when it failed), to keep
+        a history of everything the clients saw.
+    """
+
+    def __init__(self, port: int, timeout: float = 10.0, record: Callable | None = None) -> None:
         self.port = port
         self.timeout = timeout
+        self.record = record
         self.conn: http.client.HTTPConnection | None = None
 
     def request(self, method: str, path: str, body: Any = None, headers: dict | None = None,
@@ -162,8 +168,10 @@ class Http:
                 self.conn.request(method, path, body=data, headers=hdrs)
                 resp = self.conn.getresponse()
                 payload = resp.read()
-            except (ConnectionError, http.client.HTTPException, OSError):
+            except (ConnectionError, http.client.HTTPException, OSError) as exc:
                 self.close()
+                if self.record is not None:
+                    self.record(method, path, body, None, type(exc).__name__, start, time.monotonic())
                 if attempt == 2:
                     raise
                 continue
@@ -172,6 +180,8 @@ class Http:
                 parsed = json.loads(payload) if payload else None
             except ValueError:
                 parsed = payload
+            if self.record is not None:
+                self.record(method, path, body, resp.status, parsed, start, start + elapsed)
             return Reply(resp.status, parsed, dict(resp.getheaders()), elapsed)
         raise AssertionError("unreachable")
 

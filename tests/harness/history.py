@@ -40,14 +40,36 @@ class Op:
                 f"{self.quantity:3} {self.name:<10} {self.status:<7} txn={self.txn} {self.detail}")
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One HTTP request and its reply, as a client saw them."""
+
+    start: float
+    end: float
+    method: str
+    path: str
+    body: object
+    status: int | None  # None: no answer (the connection failed)
+    reply: object
+
+
 @dataclass
 class History:
-    """All operations, in invocation order, with times relative to ``t0``."""
+    """All operations, in invocation order, with times relative to ``t0``;
+    ``requests`` holds every HTTP request and reply the clients exchanged."""
 
     t0: float = field(default_factory=time.monotonic)
     ops: list[Op] = field(default_factory=list)
     events: list[tuple[float, str]] = field(default_factory=list)
+    requests: list[Exchange] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, method: str, path: str, body: object, status: int | None, reply: object,
+               start: float, end: float) -> None:
+        """An :class:`Http` recorder: keep one request and its reply."""
+        exchange = Exchange(start - self.t0, end - self.t0, method, path, body, status, reply)
+        with self.lock:
+            self.requests.append(exchange)
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -135,7 +157,7 @@ class Load:
 
     def _client(self, k: int) -> None:
         rng = random.Random(self.seed * 1000 + k)
-        http = Http(self.ports[k % len(self.ports)], timeout=15)
+        http = Http(self.ports[k % len(self.ports)], timeout=15, record=self.history.record)
         try:
             while not self._stop.is_set() and time.monotonic() < self._deadline:
                 n = self._take()

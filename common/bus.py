@@ -70,12 +70,20 @@ class Subscriber:
     :param topics: topics to subscribe to; empty means all.
     """
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, topics: tuple[Topic, ...] = ()) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, topics: tuple[Topic, ...] = (),
+                 connect: bool = True) -> None:
+        """:param connect: False to connect later (:meth:`connect`), after
+        attaching the socket monitor, so that not even the first event is missed."""
         self.sock = sockets.make_socket(ctx, zmq.SUB)
+        self.endpoint = endpoint
         for topic in topics or (b"",):
             self.sock.setsockopt(zmq.SUBSCRIBE, getattr(topic, "value", topic))
-        self.sock.connect(endpoint)
         self.malformed = 0
+        if connect:
+            self.connect()
+
+    def connect(self) -> None:
+        self.sock.connect(self.endpoint)
 
     def recv(self, timeout_ms: int) -> tuple[Topic, Message] | None:
         """Wait up to ``timeout_ms`` for one valid message.

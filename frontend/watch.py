@@ -83,9 +83,10 @@ class BusWatcher:
         hb = self.config.heartbeat
         # Without a cache the stock changes concern nobody here: do not even receive them.
         topics = (Topic.HEARTBEAT, Topic.LEADER) + ((Topic.STOCK,) if self.cache is not None else ())
-        sub = Subscriber(self.ctx, self.config.broker.xpub.connect, topics)
+        sub = Subscriber(self.ctx, self.config.broker.xpub.connect, topics, connect=False)
         pub = Publisher(self.ctx, self.config.broker.xsub.connect, self.name, hb.interval_ms)
         monitors = {sockets.watch(sub.sock): "sub", sockets.watch(pub.sock): "bus"}
+        sub.connect()
         beat = Ticker(hb.interval_s, time.monotonic())
         pub.event("started", cache=self.cache is not None)
         flushes = 0

@@ -39,6 +39,7 @@ class Loop:
         self.poller = zmq.Poller()
         self._handlers: dict[zmq.Socket, Callable[[], None]] = {}
         self._monitors: dict[zmq.Socket, zmq.Socket] = {}
+        self._monitor_set: set[zmq.Socket] = set()
 
     def add(self, sock: zmq.Socket, handler: Callable[[], None]) -> None:
         """Call ``handler()`` whenever ``sock`` is readable."""
@@ -50,6 +51,7 @@ class Loop:
             self.poller.unregister(sock)
         monitor = self._monitors.pop(sock, None)
         if monitor is not None:
+            self._monitor_set.discard(monitor)
             self.remove(monitor)
             try:
                 sock.disable_monitor()
@@ -63,6 +65,7 @@ class Loop:
         handshake."""
         monitor = sockets.watch(sock)
         self._monitors[sock] = monitor
+        self._monitor_set.add(monitor)
 
         def read() -> None:
             for _ in range(DRAIN_LIMIT):
@@ -85,6 +88,9 @@ class Loop:
         wait = 0.0
         while not self.stop.is_set():
             events = self.poller.poll(max(0.0, min(wait, MAX_WAIT_S)) * 1000)
+            # Socket events first: a peer's death must be known before the
+            # messages that arrived with the news (a vote request about it).
+            events.sort(key=lambda event: event[0] not in self._monitor_set)
             for sock, _ in events:
                 handler = self._handlers.get(sock)
                 if handler is not None:
@@ -103,6 +109,7 @@ class Loop:
             self.poller.unregister(monitor)
             sockets.close(monitor)
         self._monitors.clear()
+        self._monitor_set.clear()
         for sock in list(self._handlers):
             self.poller.unregister(sock)
             sockets.close(sock)

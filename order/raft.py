@@ -27,7 +27,10 @@ What it adds to textbook Raft, and why:
 * **Fast failover.** The shell reports a peer's connection closing
   (:meth:`Raft.peer_down`, from ZeroMQ's socket monitor); a follower whose
   leader went down campaigns after its rank delay alone, without waiting for
-  missed heartbeats.
+  missed heartbeats. A voter that still hears its leader holds a pre-vote
+  request instead of refusing it, and answers it as soon as it learns the
+  leader is gone: the candidate's socket monitor often speaks a moment before
+  the voter's, and a refusal would cost the candidate a retry.
 * **Catch-up before voting.** A replica that starts refuses votes until it has
   caught up with a leader's commit index, or until it has heard no leader for
   a whole election window (so a cluster restarting from nothing still elects).
@@ -170,6 +173,8 @@ class Raft:
         self.round_deadline = 0.0
         self.votes: set[int] = set()
         self.refusals: set[int] = set()
+        # Pre-vote requests held while our leader looked alive, by candidate.
+        self.held: dict[int, tuple[VoteRequest, float]] = {}
         # leader state
         self.next_index: dict[int, int] = {}
         self.match_index: dict[int, int] = {}
@@ -202,6 +207,8 @@ class Raft:
         if self.role is Role.LEADER:
             return self.heartbeat_due
         if self.role is Role.FOLLOWER:
+            if self.held and self.last_contact is not None:
+                return min(self.election_due, self._fresh_until())
             return self.election_due
         return self.round_deadline
 
@@ -216,6 +223,7 @@ class Raft:
         elif self.role is Role.FOLLOWER:
             if self.recovering and self._silent_for_window(now):
                 self.recovering = False
+            self._answer_held(now, out)
             if now >= self.election_due and not self.recovering:
                 self._campaign(now, out)
             elif now >= self.election_due:
@@ -233,9 +241,11 @@ class Raft:
         if peer in self.down or peer not in self.peers:
             return out
         self.down.add(peer)
+        self.held.pop(peer, None)
         if self.role is Role.FOLLOWER and self.leader == peer:
             self.last_contact = None
             self.election_due = min(self.election_due, now + self._rank_delay())
+            self._answer_held(now, out)
         return out
 
     def peer_up(self, peer: int, now: float) -> list:
@@ -335,8 +345,20 @@ class Raft:
             self.leader is not None
             and self.leader not in self.down
             and self.last_contact is not None
-            and now - self.last_contact < self.t.election_s - self.t.heartbeat_s
+            and now < self._fresh_until()
         )
+
+    def _fresh_until(self) -> float:
+        return self.last_contact + self.t.election_s - self.t.heartbeat_s
+
+    def _answer_held(self, now: float, out: list) -> None:
+        """Answer the held pre-vote requests once our leader no longer looks
+        alive; forget those older than a window (their rounds are over)."""
+        self.held = {c: (m, at) for c, (m, at) in self.held.items() if now - at < self.t.election_s}
+        if self.held and self.role is Role.FOLLOWER and not self._leader_fresh(now):
+            held, self.held = self.held, {}
+            for request, _at in held.values():
+                self._on_vote_request(request, now, out)
 
     def _silent_for_window(self, now: float) -> bool:
         last = self.started if self.last_contact is None else max(self.started, self.last_contact)
@@ -384,6 +406,10 @@ class Raft:
             self.recovering = False
         log_ok = self._log_ok(m.last_term, m.last_index)
         if m.pre_vote:
+            if m.term > self.term and log_ok and not self.recovering and self._leader_fresh(now) \
+                    and self.role is Role.FOLLOWER:
+                self.held[m.candidate] = (m, now)  # answered when the leader is known gone (_answer_held)
+                return
             granted = m.term > self.term and log_ok and not self.recovering and not self._leader_fresh(now)
         else:
             if m.term > self.term and not self._leader_fresh(now):
@@ -414,8 +440,9 @@ class Raft:
             if in_round:
                 out.append(VoteRefused(m.voter, m.term, m.pre_vote, m.log_ahead))
                 self.refusals.add(m.voter)
-                if len(self.peers) + 1 - len(self.refusals) < self.majority:
-                    # This round cannot succeed: try again soon rather than at its deadline.
+                if len(self.peers) + 1 - len((self.refusals | self.down) - self.votes) < self.majority:
+                    # This round cannot succeed (refused, or the voters we lack are
+                    # down): try again soon rather than at its deadline.
                     self._become_follower(self.term, None, now, out)
                     self.election_due = now + self.t.heartbeat_s / 2 + self._rank_delay()
             return

@@ -178,9 +178,39 @@ def test_a_pre_vote_raises_no_term_and_a_live_leader_keeps_its_followers():
     term = follower.raft.term
     out = follower.on_peer(VoteRequest(term=term + 1, candidate=2, last_index=99, last_term=term, pre_vote=True),
                            net.now)
-    reply = next(o.msg for o in out if isinstance(o, SendPeer))
-    assert not reply.granted  # it hears its leader
+    assert not [o for o in out if isinstance(o, SendPeer)]  # it hears its leader: no vote, the request waits
     assert follower.raft.term == term
+    net.advance(1.0)  # the leader keeps beating: the request is forgotten, never granted
+    assert net.leader() == 3 and follower.raft.term == term and not follower.raft.held
+
+
+def test_a_held_pre_vote_is_granted_as_soon_as_the_voter_learns_its_leader_died():
+    """The candidate's socket monitor may report the leader's death a moment
+    before the voter's: the voter holds the request instead of refusing it."""
+    net = elected()
+    voter = net.nodes[1]
+    term = voter.raft.term
+    request = VoteRequest(term=term + 1, candidate=2, last_index=voter.raft.log.last_index(),
+                          last_term=voter.raft.log.last_term(), pre_vote=True)
+    assert not [o for o in voter.on_peer(request, net.now) if isinstance(o, SendPeer)]
+    out = voter.raft.peer_down(3, net.now + 0.001)
+    reply = next(o.msg for o in out if isinstance(o, SendPeer))
+    assert isinstance(reply, VoteReply) and reply.granted and reply.pre_vote
+
+
+def test_a_held_pre_vote_is_granted_when_the_leader_falls_silent():
+    """A hung leader closes no connection: the voter answers once the leader
+    has been silent for the window less a beat, as a fresh request would be."""
+    net = elected()
+    voter = net.nodes[1]
+    net.down.add(3)  # hung: no more heartbeats, no disconnect
+    request = VoteRequest(term=voter.raft.term + 1, candidate=2, last_index=voter.raft.log.last_index(),
+                          last_term=voter.raft.log.last_term(), pre_vote=True)
+    assert not [o for o in voter.on_peer(request, net.now) if isinstance(o, SendPeer)]
+    due = voter.raft.next_deadline()
+    assert due <= voter.raft.last_contact + TIMING.election_s - TIMING.heartbeat_s
+    out = voter.tick(due)
+    assert any(isinstance(o, SendPeer) and o.msg.granted for o in out)
 
 
 def test_a_starting_replica_refuses_votes_until_it_caught_up_or_heard_no_leader():

@@ -78,6 +78,11 @@ def make_socket(ctx: zmq.Context, kind: int, *, immediate: bool = False, identit
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
     if kind in (zmq.ROUTER, zmq.DEALER, zmq.REQ, zmq.SUB, zmq.XSUB, zmq.XPUB):
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    if kind == zmq.ROUTER:
+        # A peer that redials with its routing id takes it over at once (by
+        # default the ROUTER would ignore the new connection while the old one
+        # lingers, and drop everything that peer sends).
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
     if immediate:
         sock.setsockopt(zmq.IMMEDIATE, 1)
     if identity is not None:

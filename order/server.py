@@ -15,6 +15,12 @@ message for a peer that is down is dropped at once (Raft resends), not queued
 for its return. Each DEALER carries the socket monitor; a ``disconnected``
 event tells the replica its peer's process is gone without waiting for
 missed heartbeats, which is what makes failover after a SIGKILL fast.
+
+A DEALER whose peer died redials at ZeroMQ's reconnect interval (100 ms), so
+for a moment after the peer restarts its messages to the peer would be
+dropped. The router's socket monitor closes that window: when any connection
+comes in (a restarted peer dials every replica at once), the DEALERs whose
+links are down redial at once.
 """
 
 from __future__ import annotations
@@ -81,6 +87,8 @@ class OrderServer:
         self.loop.add(self.router, self.on_router)
         self.peers: dict[int, zmq.Socket] = {}
         self.peer_by_endpoint: dict[str, int] = {}
+        self.unreached: set[int] = set()  # peers whose last connection attempt failed or dropped
+        self.loop.watch(self.router, "router", self.on_router_event)
         for peer in peers:
             sock = sockets.make_socket(ctx, zmq.DEALER, immediate=True, identity=me.name)
             sock.connect(peer.endpoint.connect)
@@ -174,10 +182,31 @@ class OrderServer:
         peer = self.peer_by_endpoint.get(endpoint) if label.startswith("peer-") else None
         if peer is None:
             return
+        if event in ("disconnected", "connect_retried"):
+            self.unreached.add(peer)
+        elif event == "connected":
+            self.unreached.discard(peer)
         if event == "disconnected":
             self.execute(self.replica.peer_down(peer, time.monotonic()))
         elif event == "handshake_succeeded":
             self.execute(self.replica.peer_up(peer, time.monotonic()))
+
+    def on_router_event(self, label: str, event: str, endpoint: str) -> None:
+        """Someone dialled in: a peer that was down may be back. Redial the
+        peers we could not reach now rather than at the next reconnect
+        interval (their ROUTERs hand the routing id over to the new
+        connection). Not published: the dialling side reports its own links."""
+        if event != "accepted":
+            return
+        for peer_endpoint, peer in self.peer_by_endpoint.items():
+            if peer in self.unreached:
+                self.unreached.discard(peer)
+                sock = self.peers[peer]
+                try:
+                    sock.disconnect(peer_endpoint)
+                except zmq.ZMQError:
+                    pass
+                sock.connect(peer_endpoint)
 
     # --- outputs ----------------------------------------------------------------
 

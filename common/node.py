@@ -90,7 +90,8 @@ class Loop:
             events = self.poller.poll(max(0.0, min(wait, MAX_WAIT_S)) * 1000)
             # Socket events first: a peer's death must be known before the
             # messages that arrived with the news (a vote request about it).
-            events.sort(key=lambda event: event[0] not in self._monitor_set)
+            if len(events) > 1:
+                events.sort(key=lambda event: event[0] not in self._monitor_set)
             for sock, _ in events:
                 handler = self._handlers.get(sock)
                 if handler is not None:

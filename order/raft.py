@@ -354,6 +354,8 @@ class Raft:
     def _answer_held(self, now: float, out: list) -> None:
         """Answer the held pre-vote requests once our leader no longer looks
         alive; forget those older than a window (their rounds are over)."""
+        if not self.held:
+            return  # the usual case, on every tick
         self.held = {c: (m, at) for c, (m, at) in self.held.items() if now - at < self.t.election_s}
         if self.held and self.role is Role.FOLLOWER and not self._leader_fresh(now):
             held, self.held = self.held, {}
@@ -406,11 +408,11 @@ class Raft:
             self.recovering = False
         log_ok = self._log_ok(m.last_term, m.last_index)
         if m.pre_vote:
-            if m.term > self.term and log_ok and not self.recovering and self._leader_fresh(now) \
-                    and self.role is Role.FOLLOWER:
+            would = m.term > self.term and log_ok and not self.recovering
+            if would and self.role is Role.FOLLOWER and self._leader_fresh(now):
                 self.held[m.candidate] = (m, now)  # answered when the leader is known gone (_answer_held)
                 return
-            granted = m.term > self.term and log_ok and not self.recovering and not self._leader_fresh(now)
+            granted = would and not self._leader_fresh(now)
         else:
             if m.term > self.term and not self._leader_fresh(now):
                 self._become_follower(m.term, None, now, out)

@@ -60,7 +60,7 @@ class LogStore(Protocol):
         """The trade entry with this transaction number, committed or not."""
 
     def last_txn(self) -> int:
-        """The highest transaction number in the log, -1 if none."""
+        """The highest transaction number in the log, 0 if none (numbers start at 1)."""
 
     def max_seq(self) -> int:
         """The highest catalog change number in the log, 0 if none."""
@@ -146,7 +146,7 @@ class MemoryLog:
         return self._txn.get(txn)
 
     def last_txn(self) -> int:
-        return max(self._txn, default=-1)
+        return max(self._txn, default=0)
 
     def max_seq(self) -> int:
         return max((e.trade.seq for e in self._rid.values()), default=0)

@@ -70,7 +70,7 @@ class SqliteLog:
     def _refresh(self) -> None:
         row = self.db.execute("SELECT idx, term FROM log ORDER BY idx DESC LIMIT 1").fetchone()
         self._last_index, self._last_term = row if row else (0, 0)
-        self._last_txn = self.db.execute("SELECT COALESCE(MAX(txn), -1) FROM log").fetchone()[0]
+        self._last_txn = self.db.execute("SELECT COALESCE(MAX(txn), 0) FROM log").fetchone()[0]
         self._max_seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
 
     def hard_state(self) -> tuple[int, int | None]:

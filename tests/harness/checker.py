@@ -8,7 +8,7 @@ with the final state of every node:
 * no acknowledged trade lost: its key is in the log, under the acknowledged
   transaction number, with the same contents, and ``GET /orders/<n>`` says so;
 * no duplicate: a key appears at most once in the log;
-* no gap: transaction numbers are 0, 1, 2, ... in log order;
+* no gap: transaction numbers are 1, 2, 3, ... in log order;
 * one history: every replica holds the same log;
 * refused trades (403/404) are not in the log;
 * conservation: for every stock, initial - buys + sells over the log equals
@@ -84,8 +84,8 @@ def check(cluster: Cluster, history: History, replicas: list[int] | None = None,
             out.append(Violation("one history", f"replica {i}'s log differs from replica {ids[0]}'s at "
                                                 f"position {first}: {log[first:first + 1]} vs {other[first:first + 1]}"))
     txns = [row[0] for row in log]
-    if txns != list(range(len(txns))):
-        bad = next(k for k, t in enumerate(txns) if t != k)
+    if txns != list(range(1, len(txns) + 1)):
+        bad = next(k for k, t in enumerate(txns) if t != k + 1)
         out.append(Violation("no gap", f"transaction numbers break at position {bad}: {txns[max(0, bad - 2):bad + 3]}"))
     by_key: dict[str, list[tuple]] = {}
     for row in log:

@@ -68,7 +68,7 @@ def test_order_service_down_gives_503_within_the_deadline_then_recovers(cluster_
     assert reply.status == 503
     assert reply.error["code"] == 503
     assert reply.elapsed < 1.5 + 1.5
-    assert cluster.api.get("/orders/0").status == 503
+    assert cluster.api.get("/orders/1").status == 503
     for i in (1, 2, 3):
         cluster.replica(i).start()
     done = wait_until(lambda: trade(cluster.api, "FishCo", 1, "buy").data, 20, "trades to recover")

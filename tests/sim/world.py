@@ -375,7 +375,7 @@ class World:
             if entries != first:
                 raise Violation(f"replica {i}'s log differs from replica {self.ids[0]}'s")
         trades = [e.trade for e in first if e.trade is not None]
-        if [t.txn for t in trades] != list(range(len(trades))):
+        if [t.txn for t in trades] != list(range(1, len(trades) + 1)):
             raise Violation(f"transaction numbers have gaps or repeats: {[t.txn for t in trades]}")
         applied = {j.request_id for j in self.catalog.applied}
         logged = [t.request_id for t in trades]

@@ -51,47 +51,52 @@ def promises(cluster, h) -> set[str]:
 
 
 def test_a_good_history_passes():
-    log = [row(0, "a"), row(1, "b")]
-    assert promises(FakeCluster({1: log, 2: log, 3: log}), history(op("a", 0), op("b", 1))) == set()
+    log = [row(1, "a"), row(2, "b")]
+    assert promises(FakeCluster({1: log, 2: log, 3: log}), history(op("a", 1), op("b", 2))) == set()
 
 
 def test_a_lost_acknowledged_trade_is_found():
-    log = [row(0, "a")]
+    log = [row(1, "a")]
     assert "no acknowledged trade lost" in promises(FakeCluster({1: log, 2: log, 3: log}),
-                                                    history(op("a", 0), op("b", 1)))
+                                                    history(op("a", 1), op("b", 2)))
 
 
 def test_an_acknowledged_trade_whose_number_changed_is_found():
-    log = [row(0, "b"), row(1, "a")]
-    assert "no acknowledged trade lost" in promises(FakeCluster({1: log, 2: log, 3: log}), history(op("a", 0)))
+    log = [row(1, "b"), row(2, "a")]
+    assert "no acknowledged trade lost" in promises(FakeCluster({1: log, 2: log, 3: log}), history(op("a", 1)))
 
 
 def test_a_duplicate_and_a_gap_are_found():
-    log = [row(0, "a"), row(2, "a")]
-    found = promises(FakeCluster({1: log, 2: log, 3: log}), history(op("a", 0)))
+    log = [row(1, "a"), row(3, "a")]
+    found = promises(FakeCluster({1: log, 2: log, 3: log}), history(op("a", 1)))
     assert {"no duplicate", "no gap"} <= found
 
 
+def test_numbers_that_start_at_zero_are_a_gap():
+    log = [row(0, "a"), row(1, "b")]
+    assert "no gap" in promises(FakeCluster({1: log, 2: log, 3: log}), history(op("a", 0), op("b", 1)))
+
+
 def test_replicas_that_disagree_are_found():
-    log = [row(0, "a")]
-    assert "one history" in promises(FakeCluster({1: log, 2: log, 3: [row(0, "z")]}), history(op("a", 0)))
+    log = [row(1, "a")]
+    assert "one history" in promises(FakeCluster({1: log, 2: log, 3: [row(1, "z")]}), history(op("a", 1)))
 
 
 def test_a_refused_trade_in_the_log_is_found():
-    log = [row(0, "a")]
+    log = [row(1, "a")]
     assert "refusals change nothing" in promises(FakeCluster({1: log, 2: log, 3: log}),
                                                  history(op("a", None, status="fail")))
 
 
 def test_a_catalog_that_disagrees_with_the_log_is_found():
-    log = [row(0, "a")]
+    log = [row(1, "a")]
     cluster = FakeCluster({1: log, 2: log, 3: log})
     cluster.journal = lambda: []  # the catalog never applied it
-    assert "conservation" in promises(cluster, history(op("a", 0)))
+    assert "conservation" in promises(cluster, history(op("a", 1)))
 
 
 def test_the_report_shows_the_operation_and_the_faults_around_it():
-    h = history(op("a", 0))
+    h = history(op("a", 1))
     h.note("SIGKILL order-3")
     violations = check(FakeCluster({1: [], 2: [], 3: []}), h, verify_reads=False)
     text = report(h, violations)

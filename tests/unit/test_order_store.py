@@ -82,7 +82,7 @@ def pair(tmp_path):
 def test_an_empty_log(pair):
     pair.check()
     assert view(pair.sql)["term_at"] == [None, 0, None, None]  # indices -1, 0, 1, 2
-    assert (pair.sql.last_txn(), pair.sql.max_seq(), pair.sql.hard_state()) == (-1, 0, (0, None))
+    assert (pair.sql.last_txn(), pair.sql.max_seq(), pair.sql.hard_state()) == (0, 0, (0, None))
     assert pair.sql.first_index_of_term(1) == pair.mem.first_index_of_term(1) == 1
 
 
@@ -114,7 +114,7 @@ def test_truncate_only(pair):
     assert (pair.sql.last_index(), pair.sql.last_txn(), pair.sql.max_seq()) == (2, 1, 2)
     pair.do("append", [], 1)
     pair.check()
-    assert (pair.sql.last_index(), pair.sql.last_term(), pair.sql.last_txn()) == (0, 0, -1)
+    assert (pair.sql.last_index(), pair.sql.last_term(), pair.sql.last_txn()) == (0, 0, 0)
 
 
 def test_a_truncated_request_id_may_be_written_again(pair):

@@ -95,15 +95,15 @@ def test_a_trade_is_acknowledged_only_when_a_majority_holds_it():
     net.down.discard(1)
     net.advance(0.2)  # a heartbeat carries the entry to replica 1
     done = net.reply("r1")
-    assert isinstance(done, TradeDone) and done.txn == 0
+    assert isinstance(done, TradeDone) and done.txn == 1
     assert net.logs[1].by_request("r1") is not None
 
 
-def test_transaction_numbers_start_at_zero_and_rise_by_one():
+def test_transaction_numbers_start_at_one_and_rise_by_one():
     net = elected()
     for k in range(5):
         net.place(3, f"r{k}")
-    assert [net.reply(f"r{k}").txn for k in range(5)] == [0, 1, 2, 3, 4]
+    assert [net.reply(f"r{k}").txn for k in range(5)] == [1, 2, 3, 4, 5]
 
 
 def test_a_refused_trade_takes_no_number_and_is_not_logged():
@@ -111,7 +111,7 @@ def test_a_refused_trade_takes_no_number_and_is_not_logged():
     net.place(3, "big", qty=1000)
     assert isinstance(net.reply("big"), Error) and net.reply("big").code == "not_enough_stock"
     net.place(3, "small")
-    assert net.reply("small").txn == 0
+    assert net.reply("small").txn == 1
     assert net.logs[3].by_request("big") is None
 
 
@@ -256,11 +256,11 @@ def test_a_new_leader_adopts_what_the_catalog_applied_but_no_log_holds():
     leader = net.leader()
     assert leader in (1, 2)
     entry = net.logs[leader].by_request("orphan")
-    assert entry is not None and entry.trade.txn == 0
+    assert entry is not None and entry.trade.txn == 1
     net.place(leader, "orphan", qty=3)  # a late retry finds it
-    assert net.reply("orphan").txn == 0
+    assert net.reply("orphan").txn == 1
     net.place(leader, "next")
-    assert net.reply("next").txn == 1
+    assert net.reply("next").txn == 2
 
 
 def _apply(request_id: str, epoch: int) -> ApplyTrades:
@@ -276,8 +276,12 @@ def test_the_fence_refuses_a_deposed_leader():
 def test_an_unknown_order_is_reported_only_after_a_majority_confirms_leadership():
     net = elected()
     net.place(3, "r1")
-    net.run(3, net.nodes[3].on_client("q1", GetOrder(0), net.now))
-    assert net.reply("q1") == OrderInfo(txn=0, name="FishCo", quantity=1, side="buy")
+    net.run(3, net.nodes[3].on_client("q1", GetOrder(1), net.now))
+    assert net.reply("q1") == OrderInfo(txn=1, name="FishCo", quantity=1, side="buy")
+    net.run(3, net.nodes[3].on_client("q0", GetOrder(0), net.now))
+    net.advance(0.2)
+    reply = net.reply("q0")  # numbers start at 1, as the seed's order server counts
+    assert isinstance(reply, Error) and reply.code == "order_not_found"
     net.down.update({1, 2})
     net.run(3, net.nodes[3].on_client("q2", GetOrder(7), net.now))
     assert net.reply("q2") is None  # no majority answered: no verdict

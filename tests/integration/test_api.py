@@ -8,6 +8,10 @@ they do not depend on each other's order.
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
+
 import pytest
 
 from tests.harness.cluster import initial_stocks
@@ -127,6 +131,26 @@ def test_oversized_body_is_413(api):
     reply = api.request("POST", "/orders", raw=b'{"name": "' + b"a" * 20000 + b'"}')
     assert reply.status == 413
     assert reply.error["code"] == 413
+
+
+def test_every_client_receives_the_413_of_an_oversized_body(shared_cluster):
+    """A body far larger than the limit, on a new connection each time, as
+    urllib sends it (``Connection: close``): the answer must arrive, not a
+    reset because the server closed with the body unread."""
+    body = b"x" * (2 * 1024 * 1024)
+    url = f"http://127.0.0.1:{shared_cluster.http_ports[0]}/orders"
+    outcomes = []
+    for _ in range(60):
+        request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(request, timeout=10)
+            outcomes.append("accepted")
+        except urllib.error.HTTPError as exc:
+            doc = json.loads(exc.read())
+            outcomes.append(exc.code if doc["error"]["code"] == exc.code else f"shape {doc}")
+        except OSError as exc:
+            outcomes.append(type(exc).__name__ + ": " + str(getattr(exc, "reason", exc)))
+    assert outcomes == [413] * 60, [o for o in outcomes if o != 413][:5]
 
 
 def test_idempotency_key_returns_the_first_result(api, shared_cluster):

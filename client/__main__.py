@@ -112,7 +112,7 @@ def run_session(args: argparse.Namespace) -> int:
                                max_seconds=args.max_seconds, seed=seed)
     http = HttpClient(host, port)
     try:
-        result = session.run(http, spec)
+        result = session.run(http, spec, note=lambda line: print(f"note: {line}", file=sys.stderr, flush=True))
     finally:
         http.close()
     snap = result.snapshot()

@@ -31,6 +31,10 @@ REQUEST_TIMEOUT_S = 10.0
 # Status of a request that got no HTTP answer at all.
 NO_ANSWER = 0
 
+# Failures that mean nobody is listening (or the server went away mid-request).
+UNREACHABLE = (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
+               http.client.RemoteDisconnected)
+
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _NO_HEADERS: dict[str, str] = {}
 _UNPARSED = object()
@@ -49,13 +53,17 @@ class Reply:
     :param error: why there is no answer (status 0), or the API's error message.
     """
 
-    __slots__ = ("status", "payload", "elapsed_s", "error", "_body")
+    __slots__ = ("status", "payload", "elapsed_s", "error", "unreachable", "_body")
 
-    def __init__(self, status: int, payload: bytes, elapsed_s: float, error: str = "") -> None:
+    def __init__(self, status: int, payload: bytes, elapsed_s: float, error: str = "",
+                 unreachable: bool = False) -> None:
         self.status = status
         self.payload = payload
         self.elapsed_s = elapsed_s
         self.error = error
+        #: No answer because the connection was refused, reset or closed: the
+        #: server is down or restarting (a timeout is not this).
+        self.unreachable = unreachable
         self._body: Any = _UNPARSED
 
     @property
@@ -136,7 +144,8 @@ class HttpClient:
                 if attempt + 1 < attempts and not fresh and not isinstance(exc, socket.timeout):
                     self.reconnects += 1
                     continue
-                return Reply(NO_ANSWER, b"", time.perf_counter() - start, f"{type(exc).__name__}: {exc}")
+                return Reply(NO_ANSWER, b"", time.perf_counter() - start, f"{type(exc).__name__}: {exc}",
+                             unreachable=isinstance(exc, UNREACHABLE))
             elapsed = time.perf_counter() - start
             if resp.will_close:
                 self.close()

@@ -65,6 +65,9 @@ def session_summary(target: str, client: str, spec, snap: dict[str, Any], kinds:
     lines.append(f"trades: {snap['acked']} acknowledged, {snap['refused']} refused, {snap['unknown']} without "
                  f"an answer ({snap['settled']} settled by resending with their key, {snap['unsettled']} still "
                  f"unknown), {snap['errors']} other errors")
+    if snap.get("outages"):
+        lines.append(f"frontend unreachable {snap['outages']} time(s), {snap['longest_outage_s']:.1f} s at the "
+                     f"longest: {snap['outage_retries']} requests resent while it was down")
     if snap["mismatches"] or snap["unsettled"]:
         lines.append(f"FAILED: {snap['verified']}/{snap['acked']} acknowledged trades verified, "
                      f"{snap['mismatches']} mismatches, {snap['unsettled']} trades of unknown outcome")

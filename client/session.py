@@ -14,6 +14,13 @@ a trade the server answers differently, does not know (409) or does not
 answer is a :class:`Mismatch`. Two acknowledged trades with one transaction
 number are a mismatch too.
 
+A frontend that is down or restarting (connections refused or reset) is
+ridden out: any request is resent, the same trade with the same key, for up
+to :data:`OUTAGE_S` of continuous unreachability, with a note printed when
+the outage starts and ends; the summary says how many resends it cost. A
+session therefore fails only on a real mismatch, or on an outage longer than
+that.
+
 Both parts are bounded: the trading loop by ``iterations`` and by
 ``max_seconds`` of wall time, the verification by ``max_seconds`` again.
 The same :func:`run` drives ``python -m client session`` and each worker of
@@ -43,6 +50,10 @@ QUERY_ATTEMPTS = 3
 RETRY_PAUSE_S = 0.05
 # Answers that say the outcome is unknown and a resend may tell.
 RETRYABLE = (NO_ANSWER, 503)
+# How long a frontend may stay unreachable (refused or reset connections)
+# while the session keeps resending, and the pause between those resends.
+OUTAGE_S = 10.0
+OUTAGE_PAUSE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,47 @@ class Mismatch:
                 f"{self.trade.name}, key {self.trade.key}): {self.detail}")
 
 
+class Outage:
+    """Rides out a frontend that is down or restarting, for a bounded time.
+
+    :param limit_s: how long one outage may last before requests give up.
+    :param note: prints a line when an outage starts and when it ends (None: quiet).
+    """
+
+    def __init__(self, limit_s: float = OUTAGE_S, note: Callable[[str], None] | None = None) -> None:
+        self.limit_s = limit_s
+        self.note = note
+        self.began: float | None = None
+        self.outages = 0
+        self.retries = 0
+        self.longest_s = 0.0
+
+    def may_wait(self, reply: Reply, deadline: float) -> bool:
+        """True (after counting it) when ``reply`` says the frontend is
+        unreachable and the outage is still young enough to wait for."""
+        if not reply.unreachable:
+            return False
+        now = time.monotonic()
+        if self.began is None:
+            self.began = now
+            self.outages += 1
+            if self.note is not None:
+                self.note(f"the frontend is unreachable ({reply.error}); resending for up to {self.limit_s:g} s")
+        if now - self.began >= self.limit_s or now + OUTAGE_PAUSE_S > deadline:
+            return False
+        self.retries += 1
+        return True
+
+    def answered(self) -> None:
+        """A request got an answer: any outage is over."""
+        if self.began is not None:
+            lasted = round(time.monotonic() - self.began, 3)
+            self.longest_s = max(self.longest_s, lasted)
+            self.began = None
+            if self.note is not None:
+                self.note(f"the frontend answers again after {lasted:.1f} s ({self.retries} resends so far)")
+
+
 @dataclass
 class SessionResult:
     """What a session did and saw."""
@@ -113,6 +165,7 @@ class SessionResult:
     mismatches: list[Mismatch] = field(default_factory=list)
     trade_s: float = 0.0
     verify_s: float = 0.0
+    outage: Outage = field(default_factory=Outage)
 
     @property
     def passed(self) -> bool:
@@ -128,6 +181,8 @@ class SessionResult:
             "unsettled": self.unsettled, "verified": self.verified, "mismatches": len(self.mismatches),
             "mismatch_lines": [m.line() for m in self.mismatches[:max_lines]],
             "trade_s": self.trade_s, "verify_s": self.verify_s,
+            "outages": self.outage.outages, "outage_retries": self.outage.retries,
+            "longest_outage_s": round(self.outage.longest_s, 3),
         }
 
 
@@ -144,36 +199,47 @@ def send(recorder: Recorder, kind: str, call: Callable[[], Reply]) -> Reply:
     return reply
 
 
-def resend(recorder: Recorder, kind: str, call: Callable[[], Reply], attempts: int, deadline: float) -> Reply:
+def resend(result: SessionResult, kind: str, call: Callable[[], Reply], attempts: int, deadline: float) -> Reply:
     """:func:`send`, resent while the answer is in :data:`RETRYABLE`, at most
-    ``attempts`` times and not past ``deadline`` (monotonic seconds)."""
+    ``attempts`` times and not past ``deadline`` (monotonic seconds); resends
+    while the frontend is unreachable do not count (see :class:`Outage`)."""
     pause = RETRY_PAUSE_S
-    for attempt in range(attempts):
-        reply = send(recorder, kind, call)
-        if reply.status not in RETRYABLE or attempt + 1 == attempts or time.monotonic() + pause > deadline:
+    tries = 0
+    while True:
+        reply = send(result.recorder, kind, call)
+        if reply.status != NO_ANSWER or not reply.unreachable:
+            result.outage.answered()
+        if reply.status not in RETRYABLE:
+            return reply
+        if result.outage.may_wait(reply, deadline):
+            time.sleep(OUTAGE_PAUSE_S)
+            continue
+        tries += 1
+        if tries >= attempts or time.monotonic() + pause > deadline:
             return reply
         time.sleep(pause)
         pause *= 2
-    return reply
 
 
-def trade(http: HttpClient, recorder: Recorder, key: str, name: str, quantity: int, side: str,
+def trade(http: HttpClient, result: SessionResult, key: str, name: str, quantity: int, side: str,
           deadline: float, attempts: int = TRADE_ATTEMPTS) -> Reply:
     """Place one trade, resending with the same ``Idempotency-Key`` while its outcome is unknown."""
     doc = {"name": name, "quantity": quantity, "type": side}
     headers = {"Idempotency-Key": key}
-    return resend(recorder, "trade", lambda: http.post("/orders", doc, headers), attempts, deadline)
+    return resend(result, "trade", lambda: http.post("/orders", doc, headers), attempts, deadline)
 
 
-def run(http: HttpClient, spec: SessionSpec, on_iteration: Callable[[int], None] | None = None) -> SessionResult:
+def run(http: HttpClient, spec: SessionSpec, on_iteration: Callable[[int], None] | None = None,
+        note: Callable[[str], None] | None = None) -> SessionResult:
     """Run one session against the frontend behind ``http``.
 
     :param on_iteration: called with the number of iterations done so far
         (progress reporting).
+    :param note: prints a line when the frontend becomes unreachable and again
+        when it answers (None: quiet).
     """
     rng = random.Random(spec.seed)
-    result = SessionResult()
-    rec = result.recorder
+    result = SessionResult(outage=Outage(note=note))
     pending: list[tuple[str, str, int, str]] = []  # unknown trades: key, name, quantity, side
     paths = {name: f"/stocks/{quote(name)}" for name in spec.stocks}
     start = time.monotonic()
@@ -183,11 +249,11 @@ def run(http: HttpClient, spec: SessionSpec, on_iteration: Callable[[int], None]
             result.stopped_by = "time"
             break
         name = rng.choice(spec.stocks)
-        looked = send(rec, "lookup", lambda: http.get(paths[name]))
+        looked = resend(result, "lookup", lambda: http.get(paths[name]), 1, deadline)
         result.iterations = i + 1
         if looked.ok and rng.random() < spec.p:
             quantity, side, key = rng.randint(1, MAX_QUANTITY), rng.choice(("buy", "sell")), new_key()
-            reply = trade(http, rec, key, name, quantity, side, deadline)
+            reply = trade(http, result, key, name, quantity, side, deadline)
             _file(result, pending, reply, key, name, quantity, side)
         if on_iteration is not None:
             on_iteration(result.iterations)
@@ -219,7 +285,7 @@ def _file(result: SessionResult, pending: list, reply: Reply, key: str, name: st
 def _settle(http: HttpClient, result: SessionResult, pending: list, deadline: float) -> None:
     """Resend each unknown trade with its key: the answer tells what happened."""
     for key, name, quantity, side in pending:
-        reply = trade(http, result.recorder, key, name, quantity, side, deadline)
+        reply = trade(http, result, key, name, quantity, side, deadline)
         if reply.status in RETRYABLE:
             result.unsettled += 1
             continue
@@ -242,8 +308,7 @@ def verify(http: HttpClient, result: SessionResult, deadline: float) -> None:
         if time.monotonic() >= deadline:
             result.mismatches.append(Mismatch("unverified", acked, "verification ran out of time"))
             continue
-        reply = resend(result.recorder, "order", lambda: http.get(f"/orders/{acked.txn}"),
-                       QUERY_ATTEMPTS, deadline)
+        reply = resend(result, "order", lambda: http.get(f"/orders/{acked.txn}"), QUERY_ATTEMPTS, deadline)
         if reply.ok and reply.data == acked.expected():
             result.verified += 1
         elif reply.ok:

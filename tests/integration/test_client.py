@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.cluster import ROOT
+from tests.harness.cluster import ROOT, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +92,31 @@ def test_session_against_a_cluster_verifies_every_order(cluster_factory):
     assert acked == verified > 100  # p = 0.6 of 300 lookups
     # Each acknowledged trade is in the log exactly once, and nothing else is.
     assert len(cluster.order_log(cluster.leader())) == acked
+
+
+def test_a_session_rides_out_a_frontend_restart(cluster_factory):
+    """SIGKILL the frontend mid-session, start it again: connections are
+    refused or reset meanwhile, and the session resends (same keys) until the
+    frontend answers, then verifies every order and says what the outage cost."""
+    cluster = cluster_factory()
+    args = [sys.executable, "-m", "client", "session", "--config", str(cluster.config_path), "-n", "1500",
+            "-p", "1.0", "--seed", "3"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        wait_until(lambda: len(cluster.order_log(cluster.leader())) >= 100, 60, "100 trades of the session")
+        cluster.frontend.kill()
+        cluster.frontend.start()
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        _killpg(proc.pid)
+    assert proc.returncode == 0, out
+    assert "note: the frontend is unreachable" in out and "answers again" in out
+    resent = int(re.search(r"(\d+) requests resent while it was down", out).group(1))
+    assert resent >= 1
+    acked = int(re.search(r"trades: (\d+) acknowledged", out).group(1))
+    assert re.search(rf"verified: all {acked} acknowledged", out)
+    assert len(cluster.order_log(cluster.leader())) == acked  # no trade applied twice
 
 
 class StubFrontend:

@@ -184,7 +184,7 @@ def _cells(row: NodeRow) -> list[Text | str]:
         role = "recovering" if s.get("recovering") and s.get("role") == "follower" else str(s.get("role", ""))
         last_txn = s.get("last_txn")
         epoch = str(s.get("term", ""))
-        txn = "none" if last_txn == -1 else ("" if last_txn is None else str(last_txn))
+        txn = "none" if last_txn == 0 else ("" if last_txn is None else str(last_txn))
         lag = "" if row.lag is None else str(row.lag)
         load = f"{_rate(row.rates.get('trades'))} trades/s"
     elif row.kind == "catalog":
@@ -201,6 +201,14 @@ def _cells(row: NodeRow) -> list[Text | str]:
             load += f" · hit {cache['hit_rate']:.0%}"
     elif row.kind == "broker":
         role = "proxy"
+    if row.state == "dead":
+        # What a dead node last said is history, not its state: never show a
+        # dead "leader" next to the real one.
+        return [
+            row.name, state, _seconds(row.age_s), Text(f"was {role}" if role else "", style="dim"),
+            Text(epoch, style="dim"), Text(txn, style="dim"), "", Text(load if row.kind != "replica" else "", style="dim"),
+            _socket_summary(row.sockets),
+        ]
     return [
         row.name, state, _seconds(row.age_s), Text(role, style=ROLE_STYLES.get(role, "")),
         epoch, txn, lag, load, _socket_summary(row.sockets),

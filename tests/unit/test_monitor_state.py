@@ -310,6 +310,20 @@ def test_snapshot_has_trade_lookup_and_invalidation_rates_and_lag(bus):
     assert "order-3" in text and "leader" in text and "100.0 trades/s" in text
 
 
+def test_a_dead_leader_shows_as_was_leader_next_to_the_real_one(bus):
+    alive = [n for n in NODES if n != "order-3"]
+    bus.run(0.6, alive)  # order-3, the leader, fell silent
+    bus.status["order-2"] = replica_status(2, role="leader", term=2, leader=2)
+    bus.status["order-1"] = replica_status(1, term=2, leader=2)
+    bus.run(0.3, alive)
+    snap = bus.state.snapshot(bus.clock.now)
+    rows = {r.name: r for r in snap.nodes}
+    assert rows["order-3"].state == "dead" and rows["order-3"].status["role"] == "leader"
+    lines = {line.split()[0]: line for line in _text(snap).splitlines() if line.strip().startswith("order-")}
+    assert "was leader" in lines["order-3"]
+    assert " leader " in lines["order-2"] + " " and "was" not in lines["order-2"]
+
+
 def test_socket_events_of_one_node_are_grouped_until_it_goes_quiet():
     feed = Feed(group_s=2.0)
     for i in range(10):

@@ -20,16 +20,12 @@ from common.errors import RemoteProtocolError, error_code
 from common.heartbeat import Ticker
 from common.logs import get_logger
 from common.node import DRAIN_LIMIT, Loop, serve
-from common.protocol import (
-    ApplyTrades, Error, ErrorCode, Fence, Fenced, Lookup, Message, StockChanged, Topic,
-    TradesApplied, trade_problem,
-)
+from common.protocol import ApplyTrades, Error, ErrorCode, Fence, Fenced, Lookup, Message, Topic
 
-from .store import CatalogStore, StaleEpoch
+from .rules import Catalog
+from .store import SqliteCatalogStore
 
 log = get_logger(__name__)
-
-FENCE_PAGE_MAX = 1000
 
 
 class CatalogServer:
@@ -37,7 +33,8 @@ class CatalogServer:
 
     def __init__(self, config: Config, ctx: zmq.Context, stop: threading.Event, now: float) -> None:
         self.config = config
-        self.store = CatalogStore(config.data_dir / "catalog.sqlite3", config.catalog.stocks_csv)
+        self.store = SqliteCatalogStore(config.data_dir / "catalog.sqlite3", config.catalog.stocks_csv)
+        self.catalog = Catalog(self.store)
         self.loop = Loop(stop)
         self.router = sockets.make_socket(ctx, zmq.ROUTER)
         self.router.bind(config.catalog.endpoint.bind)
@@ -47,15 +44,15 @@ class CatalogServer:
         self.loop.watch(self.bus.sock, "bus", self.on_socket_event)
         self.beat = Ticker(config.heartbeat.interval_s, now)
         self.counters = {"lookups": 0, "trades": 0, "batches": 0, "bad_requests": 0}
-        log.info("catalog ready", endpoint=config.catalog.endpoint.bind, stocks=len(self.store.stocks),
-                 seq=self.store.seq, fence=self.store.fence)
+        log.info("catalog ready", endpoint=config.catalog.endpoint.bind, stocks=len(self.catalog.stocks),
+                 seq=self.catalog.seq, fence=self.catalog.fence)
 
     def run(self) -> None:
-        serve(self.loop, self.bus, self.tick, self.store.close, seq=self.store.seq)
+        serve(self.loop, self.bus, self.tick, self.store.close, seq=self.catalog.seq)
 
     def tick(self, now: float) -> float:
         if self.beat.due(now):
-            self.bus.heartbeat({"seq": self.store.seq, "fence": self.store.fence, **self.counters})
+            self.bus.heartbeat({"seq": self.catalog.seq, "fence": self.catalog.fence, **self.counters})
         return self.beat.remaining(now)
 
     def on_socket_event(self, label: str, event: str, endpoint: str) -> None:
@@ -70,46 +67,25 @@ class CatalogServer:
             rpc.send_reply(self.router, envelope, self.handle(msg))
 
     def handle(self, msg: Message | RemoteProtocolError) -> Message:
-        """Answer one request (never raises on bad input)."""
+        """Answer one request (never raises on bad input); publish what it changed."""
         if isinstance(msg, RemoteProtocolError):
             self.counters["bad_requests"] += 1
             log.warning("bad request", error=str(msg))
             return Error(error_code(msg), str(msg))
+        reply, changes = self.catalog.handle(msg)
         if isinstance(msg, Lookup):
             self.counters["lookups"] += 1
-            info = self.store.lookup(msg.name)
-            return info if info is not None else Error(ErrorCode.STOCK_NOT_FOUND, "stock not found")
-        if isinstance(msg, ApplyTrades):
-            return self.on_apply(msg)
-        if isinstance(msg, Fence):
-            return self.on_fence(msg)
-        self.counters["bad_requests"] += 1
-        return Error(ErrorCode.BAD_REQUEST, f"{msg.MSG!r} is not a catalog request")
-
-    def on_apply(self, msg: ApplyTrades) -> Message:
-        for item in msg.trades:
-            problem = trade_problem(item.request_id, item.name, item.quantity, item.side)
-            if problem:
-                self.counters["bad_requests"] += 1
-                return Error(ErrorCode.BAD_REQUEST, f"trade {item.request_id!r}: {problem}")
-        try:
-            applied = self.store.apply(msg.epoch, msg.trades)
-        except StaleEpoch as exc:
-            log.info("refused a deposed leader's trades", epoch=msg.epoch, fence=exc.fence)
-            return Error(ErrorCode.STALE_EPOCH, f"epoch {msg.epoch} is fenced off", epoch=exc.fence)
-        self.counters["batches"] += 1
-        self.counters["trades"] += len(msg.trades)
-        for stock, seq in applied.changes:
-            self.bus.publish(Topic.STOCK, StockChanged(
-                name=stock.name, price=stock.price, quantity=stock.quantity, version=stock.version, seq=seq,
-            ))
-        return TradesApplied(batch=msg.batch, outcomes=applied.outcomes)
-
-    def on_fence(self, msg: Fence) -> Message:
-        try:
-            self.store.raise_fence(msg.epoch)
-        except StaleEpoch as exc:
-            return Error(ErrorCode.STALE_EPOCH, f"epoch {msg.epoch} is fenced off", epoch=exc.fence)
-        entries, more = self.store.journal_after(msg.after_seq, max(1, min(msg.limit, FENCE_PAGE_MAX)))
-        log.info("fenced", epoch=msg.epoch, after_seq=msg.after_seq, returned=len(entries), more=more)
-        return Fenced(epoch=msg.epoch, entries=entries, more=more)
+        elif isinstance(reply, Error) and reply.code == ErrorCode.STALE_EPOCH:
+            log.info("refused a deposed leader", request=msg.MSG, epoch=getattr(msg, "epoch", None),
+                     fence=reply.epoch)
+        elif isinstance(reply, Error) and reply.code == ErrorCode.BAD_REQUEST:
+            self.counters["bad_requests"] += 1
+        elif isinstance(msg, ApplyTrades):
+            self.counters["batches"] += 1
+            self.counters["trades"] += len(msg.trades)
+        elif isinstance(reply, Fenced) and isinstance(msg, Fence):
+            log.info("fenced", epoch=msg.epoch, after_seq=msg.after_seq, returned=len(reply.entries),
+                     more=reply.more)
+        for change in changes:
+            self.bus.publish(Topic.STOCK, change)
+        return reply

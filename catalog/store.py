@@ -1,4 +1,5 @@
-"""The catalog's durable state in SQLite.
+"""The catalog's durable state in SQLite: the :class:`catalog.rules.CatalogStore`
+of the real catalog node.
 
 Tables::
 
@@ -6,15 +7,12 @@ Tables::
     journal(request_id PK, seq UNIQUE, status, name, quantity, side, epoch)
     meta(key PK, value)      -- 'seq': last change; 'fence': highest leader epoch
 
-Every trade the catalog settles, applied or refused, is journaled under its
-request id in the same transaction as the stock change, so a retried request
-gets its first result back and changes nothing. Applied trades also take the
-next change number ``seq``; the order leader uses the journal to find trades
-the catalog applied but the order log lacks (see docs/REPLICATION.md).
-
-SQLite runs in WAL mode with ``synchronous=FULL``: a batch is acknowledged only
-after its commit reached the disk, so it survives a power cut, not just a
-killed process. One commit covers a whole batch (group commit).
+The rules that fill them (journal, replay, change numbers, fence) live in
+:mod:`catalog.rules`; this module only reads and writes rows. One
+:meth:`SqliteCatalogStore.commit` is one transaction (a whole batch: group
+commit). SQLite runs in WAL mode with ``synchronous=FULL``: a batch is
+acknowledged only after its commit reached the disk, so it survives a power
+cut, not just a killed process.
 """
 
 from __future__ import annotations
@@ -22,14 +20,12 @@ from __future__ import annotations
 import csv
 import math
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import ConfigError
-from common.protocol import JournalEntry, StockInfo, TradeItem, TradeOutcome, TradeStatus
+from common.protocol import JournalEntry
 
-from .ledger import Stock, settle
-
+from .rules import Commit, JournalRow, Stock
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stocks (
     name     TEXT PRIMARY KEY,
@@ -54,26 +50,8 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
-class StaleEpoch(Exception):
-    """A deposed leader tried to trade; ``fence`` is the epoch now required."""
-
-    def __init__(self, fence: int) -> None:
-        super().__init__(f"epoch is older than the fence {fence}")
-        self.fence = fence
-
-
-@dataclass
-class Applied:
-    """What one batch did: the outcome per trade, and the stocks it changed
-    (with their change numbers) for the bus."""
-
-    outcomes: list[TradeOutcome]
-    changes: list[tuple[Stock, int]]
-
-
-class CatalogStore:
-    """The stock table, journal and fence, with the stocks mirrored in memory
-    for lookups. Use from one thread only.
+class SqliteCatalogStore:
+    """The catalog's tables in one SQLite file. Use from one thread only.
 
     :param path: the SQLite file; created if missing.
     :param stocks_csv: the initial stock list, loaded only into an empty table.
@@ -87,96 +65,39 @@ class CatalogStore:
         self.db.executescript(SCHEMA)
         if self.db.execute("SELECT COUNT(*) FROM stocks").fetchone()[0] == 0:
             self._load_csv(stocks_csv)
-        self.stocks: dict[str, Stock] = {
-            row[0]: Stock(*row) for row in self.db.execute("SELECT name, price, quantity, volume, version FROM stocks")
-        }
-        self.seq = self._meta("seq")
-        self.fence = self._meta("fence")
 
-    # --- reads ------------------------------------------------------------
+    def load(self) -> tuple[dict[str, Stock], int, int]:
+        stocks = {row[0]: Stock(*row) for row in
+                  self.db.execute("SELECT name, price, quantity, volume, version FROM stocks")}
+        return stocks, self._meta("seq"), self._meta("fence")
 
-    def lookup(self, name: str) -> StockInfo | None:
-        stock = self.stocks.get(name)
-        if stock is None:
-            return None
-        return to_info(stock, self.seq)
+    def journaled(self, request_id: str) -> JournalRow | None:
+        row = self.db.execute("SELECT status, seq, name, quantity, side, epoch FROM journal WHERE request_id = ?",
+                              (request_id,)).fetchone()
+        return None if row is None else JournalRow(*row)
 
-    def journal_after(self, after_seq: int, limit: int) -> tuple[list[JournalEntry], bool]:
-        """Applied trades with ``seq > after_seq``, oldest first.
-
-        :returns: at most ``limit`` entries, and whether more follow.
-        """
+    def journal_after(self, after_seq: int, limit: int) -> list[JournalEntry]:
         rows = self.db.execute(
             "SELECT seq, request_id, name, quantity, side FROM journal WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit + 1),
+            (after_seq, limit),
         ).fetchall()
-        return [JournalEntry(*row) for row in rows[:limit]], len(rows) > limit
+        return [JournalEntry(*row) for row in rows]
 
-    # --- writes -----------------------------------------------------------
-
-    def raise_fence(self, epoch: int) -> None:
-        """Refuse trades from epochs below ``epoch`` from now on (durably).
-
-        :raises StaleEpoch: if a higher fence is already up.
-        """
-        if epoch < self.fence:
-            raise StaleEpoch(self.fence)
-        if epoch > self.fence:
-            self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('fence', ?)", (epoch,))
-            self.fence = epoch
-
-    def apply(self, epoch: int, trades: list[TradeItem]) -> Applied:
-        """Settle a batch of trades in one transaction, in order.
-
-        :raises StaleEpoch: if ``epoch`` is below the fence (nothing changes).
-        """
-        if epoch < self.fence:
-            raise StaleEpoch(self.fence)
-        outcomes: list[TradeOutcome] = []
-        changed: dict[str, Stock] = {}
-        changes: list[tuple[Stock, int]] = []
-        seq = self.seq
+    def commit(self, change: Commit) -> None:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            if epoch > self.fence:
-                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('fence', ?)", (epoch,))
-            for item in trades:
-                row = db.execute(
-                    "SELECT status, seq, name, quantity, side FROM journal WHERE request_id = ?", (item.request_id,)
-                ).fetchone()
-                if row is not None:
-                    outcomes.append(_replay(item, row))
-                    continue
-                current = changed.get(item.name) or self.stocks.get(item.name)
-                status, after = settle(current, item.quantity, item.side)
-                entry_seq = None
-                if after is not None:
-                    seq += 1
-                    entry_seq = seq
-                    changed[item.name] = after
-                    changes.append((after, seq))
-                    db.execute(
-                        "UPDATE stocks SET quantity = ?, volume = ?, version = ? WHERE name = ?",
-                        (after.quantity, after.volume, after.version, after.name),
-                    )
-                db.execute(
-                    "INSERT INTO journal(request_id, seq, status, name, quantity, side, epoch) VALUES (?,?,?,?,?,?,?)",
-                    (item.request_id, entry_seq, status.value, item.name, item.quantity, item.side, epoch),
-                )
-                outcomes.append(TradeOutcome(
-                    request_id=item.request_id, status=status.value, seq=entry_seq,
-                    stock=None if after is None else to_info(after, seq),
-                ))
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seq', ?)", (seq,))
+            db.executemany("UPDATE stocks SET quantity = ?, volume = ?, version = ? WHERE name = ?",
+                           [(s.quantity, s.volume, s.version, s.name) for s in change.stocks])
+            db.executemany(
+                "INSERT INTO journal(request_id, seq, status, name, quantity, side, epoch) VALUES (?,?,?,?,?,?,?)",
+                [(rid, r.seq, r.status, r.name, r.quantity, r.side, r.epoch) for rid, r in change.journal])
+            db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                           (("seq", change.seq), ("fence", change.fence)))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self.stocks.update(changed)
-        self.seq = seq
-        self.fence = max(self.fence, epoch)
-        return Applied(outcomes, changes)
 
     def close(self) -> None:
         self.db.close()
@@ -214,16 +135,3 @@ class CatalogStore:
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seq', 0)")
         self.db.execute("COMMIT")
 
-
-def to_info(stock: Stock, seq: int) -> StockInfo:
-    return StockInfo(
-        name=stock.name, price=stock.price, quantity=stock.quantity,
-        volume=stock.volume, version=stock.version, seq=seq,
-    )
-
-
-def _replay(item: TradeItem, row: tuple) -> TradeOutcome:
-    status, seq, name, quantity, side = row
-    if (name, quantity, side) != (item.name, item.quantity, item.side):
-        return TradeOutcome(request_id=item.request_id, status=TradeStatus.KEY_REUSED.value)
-    return TradeOutcome(request_id=item.request_id, status=status, seq=seq)

@@ -23,7 +23,8 @@ def run(seed: int, duration: float = 3.0, trades: int = 60, trace: bool = False,
         world._schedule(at, "call", lambda r=rid, n=name, q=qty, s=side, y=retry: world.place(r, n, q, s, y))
     t = 0.4
     while t < duration:
-        kind = rng.choice(("crash", "crash_leader", "cut", "cut_catalog", "isolate_leader", "nothing"))
+        kind = rng.choice(("crash", "crash_leader", "cut", "cut_catalog", "isolate_leader", "crash_catalog",
+                           "nothing"))
         victim = rng.choice(world.ids)
         if kind == "crash":
             world._schedule(t, "call", lambda v=victim: world.crash(v))
@@ -46,6 +47,9 @@ def run(seed: int, duration: float = 3.0, trades: int = 60, trace: bool = False,
                         world.isolate(i)
                         world._schedule(world.now + rng.uniform(0.1, 0.8), "call", world.heal)
             world._schedule(t, "call", isolate_leader)
+        elif kind == "crash_catalog":
+            world._schedule(t, "call", world.crash_catalog)
+            world._schedule(t + rng.uniform(0.05, 0.5), "call", world.restart_catalog)
         elif kind == "cut_catalog":
             world._schedule(t, "call", lambda v=victim: world.partition(v, CATALOG))
             world._schedule(t + rng.uniform(0.1, 0.5), "call", world.heal)

@@ -1,9 +1,10 @@
 """A deterministic simulation of the order replicas, the catalog and clients.
 
 The replicas are the real pure state machines (:class:`order.replica.Replica`
-over :class:`order.log.MemoryLog`); the catalog is the real trading rule
-(:func:`catalog.ledger.settle`) with the catalog's journal, fence and
-idempotency kept in memory; the network is a seeded event queue that delays,
+over :class:`order.log.MemoryLog`); the catalog is the real catalog
+(:class:`catalog.rules.Catalog`: trading rule, journal, fence, idempotency)
+over :class:`catalog.rules.MemoryCatalogStore`, and it crashes and restarts
+from that store too; the network is a seeded event queue that delays,
 drops, duplicates and reorders messages and can partition nodes; replicas
 crash and restart with their durable log. Every step is a pure function of
 the seed, so a failing seed replays exactly (``python -m tests.sim --seed N``).
@@ -20,12 +21,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from catalog.ledger import Stock, settle
+from catalog.rules import Catalog, MemoryCatalogStore, Stock
+from common.protocol import ErrorCode, LeaderAnnouncement, Message, PlaceTrade, TradeDone, Error
 from frontend.leader import LeaderTracker
-from common.protocol import (
-    ApplyTrades, Error, ErrorCode, Fence, Fenced, GetOrder, JournalEntry, LeaderAnnouncement, Message,
-    OrderInfo, PlaceTrade, StockInfo, TradeDone, TradeOutcome, TradesApplied, TradeStatus,
-)
 from order.desk import ToCatalog, ToClient
 from order.log import MemoryLog
 from order.raft import BecameLeader, Flush, Role, SendPeer, Timing
@@ -47,51 +45,6 @@ class NetConfig:
     max_delay: float = 0.003
     drop: float = 0.01
     duplicate: float = 0.01
-
-
-class SimCatalog:
-    """The catalog's behaviour in memory: fence, journal, idempotent batches."""
-
-    def __init__(self) -> None:
-        self.stocks = {n: Stock(n, 10.0, q, 0, 1) for n, q in STOCKS.items()}
-        self.journal: dict[str, tuple[str, int | None, str, int, str]] = {}
-        self.applied: list[JournalEntry] = []
-        self.seq = 0
-        self.fence = 0
-
-    def handle(self, msg: Message) -> Message:
-        if isinstance(msg, Fence):
-            if msg.epoch < self.fence:
-                return Error(ErrorCode.STALE_EPOCH, "fenced", epoch=self.fence)
-            self.fence = msg.epoch
-            after = [j for j in self.applied if j.seq > msg.after_seq]
-            return Fenced(epoch=msg.epoch, entries=after[: msg.limit], more=len(after) > msg.limit)
-        if isinstance(msg, ApplyTrades):
-            if msg.epoch < self.fence:
-                return Error(ErrorCode.STALE_EPOCH, "fenced", epoch=self.fence)
-            self.fence = msg.epoch
-            outcomes = []
-            for item in msg.trades:
-                if item.request_id in self.journal:
-                    status, seq, name, qty, side = self.journal[item.request_id]
-                    if (name, qty, side) != (item.name, item.quantity, item.side):
-                        outcomes.append(TradeOutcome(item.request_id, TradeStatus.KEY_REUSED.value))
-                    else:
-                        outcomes.append(TradeOutcome(item.request_id, status, seq))
-                    continue
-                status, after = settle(self.stocks.get(item.name), item.quantity, item.side)
-                seq = None
-                info = None
-                if after is not None:
-                    self.seq += 1
-                    seq = self.seq
-                    self.stocks[item.name] = after
-                    self.applied.append(JournalEntry(seq, item.request_id, item.name, item.quantity, item.side))
-                    info = StockInfo(after.name, after.price, after.quantity, after.volume, after.version, seq)
-                self.journal[item.request_id] = (status.value, seq, item.name, item.quantity, item.side)
-                outcomes.append(TradeOutcome(item.request_id, status.value, seq, info))
-            return TradesApplied(batch=msg.batch, outcomes=outcomes)
-        return Error(ErrorCode.BAD_REQUEST, "unexpected")
 
 
 @dataclass
@@ -134,8 +87,8 @@ class World:
         self.counter = 0
         self.logs = {i: MemoryLog() for i in self.ids}
         self.nodes: dict[int, Replica | None] = {}
-        self.catalog = SimCatalog()
-        self.catalog_up = True
+        self.catalog_store = MemoryCatalogStore({n: Stock(n, 10.0, q, 0, 1) for n, q in STOCKS.items()})
+        self.catalog: Catalog | None = Catalog(self.catalog_store)
         self.cut: set[frozenset] = set()
         self.ops: dict[str, Op] = {}
         self.leaders: dict[int, int] = {}  # term -> leader id (election safety)
@@ -179,6 +132,16 @@ class World:
                 if node is not None and p != i:
                     self._execute(p, node.peer_up(i, self.now))
 
+    def crash_catalog(self) -> None:
+        """The catalog dies: what it committed stays in its store."""
+        self._note("crash catalog")
+        self.catalog = None
+
+    def restart_catalog(self) -> None:
+        if self.catalog is None:
+            self._note("start catalog")
+            self.catalog = Catalog(self.catalog_store)
+
     def partition(self, a: Any, b: Any) -> None:
         self._note(f"cut {a}-{b}")
         self.cut.add(frozenset((a, b)))
@@ -193,7 +156,6 @@ class World:
     def heal(self) -> None:
         self._note("heal")
         self.cut.clear()
-        self.catalog_up = True
 
     def send(self, src: Any, dst: Any, msg: Message) -> None:
         if frozenset((src, dst)) in self.cut or self.rng.random() < self.net.drop:
@@ -253,8 +215,9 @@ class World:
             op.status, op.txn = "ok", msg.txn  # a fire-and-forget trade that did get its answer
             return
         if dst == CATALOG:
-            if self.catalog_up:
-                self.send(CATALOG, src, self.catalog.handle(msg))
+            if self.catalog is not None:
+                reply, _changes = self.catalog.handle(msg)
+                self.send(CATALOG, src, reply)
         elif dst == "bus":
             if isinstance(msg, LeaderAnnouncement):
                 self.tracker.announce(msg.leader, msg.epoch)
@@ -341,6 +304,7 @@ class World:
     def settle(self, horizon: float = 5.0) -> None:
         """Heal, restart everyone, let the cluster converge, check the rest."""
         self.heal()
+        self.restart_catalog()
         for i in self.ids:
             self.restart(i)
         for op in self.ops.values():
@@ -377,7 +341,7 @@ class World:
         trades = [e.trade for e in first if e.trade is not None]
         if [t.txn for t in trades] != list(range(1, len(trades) + 1)):
             raise Violation(f"transaction numbers have gaps or repeats: {[t.txn for t in trades]}")
-        applied = {j.request_id for j in self.catalog.applied}
+        applied = {j.request_id for j in self.catalog_store.applied}
         logged = [t.request_id for t in trades]
         if len(set(logged)) != len(logged):
             raise Violation("a request id is logged twice")
@@ -386,8 +350,8 @@ class World:
                             f"logged {sorted(set(logged) - applied)} unapplied")
         for name, initial in STOCKS.items():
             expect = initial + sum(t.quantity if t.side == "sell" else -t.quantity for t in trades if t.name == name)
-            if self.catalog.stocks[name].quantity != expect:
-                raise Violation(f"{name}: catalog has {self.catalog.stocks[name].quantity}, log says {expect}")
+            if self.catalog_store.stocks[name].quantity != expect:
+                raise Violation(f"{name}: catalog has {self.catalog_store.stocks[name].quantity}, log says {expect}")
         by_rid = {t.request_id: t for t in trades}
         for op in self.ops.values():
             if op.status == "ok" and (op.request_id not in by_rid or by_rid[op.request_id].txn != op.txn):

@@ -1,6 +1,7 @@
-"""The catalog's durable state (catalog/store.py) on a temporary SQLite file:
-the CSV import, lookups, trade batches with their journal and idempotency, the
-fence, and what survives a close and reopen."""
+"""The catalog's rules (catalog/rules.py) over both of its stores, SQLite
+(catalog/store.py, on a temporary file) and memory (what the simulator runs):
+lookups, trade batches with their journal and idempotency, the fence; and,
+for SQLite, the CSV import and what survives a close and reopen."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from catalog.store import CatalogStore, StaleEpoch
+from catalog.rules import Catalog, MemoryCatalogStore, StaleEpoch, Stock
+from catalog.store import SqliteCatalogStore
 from common import codec
 from common.errors import ConfigError, RemoteProtocolError
 from common.protocol import JournalEntry, StockInfo, TradeItem, TradeOutcome
@@ -35,11 +37,21 @@ def db_path(tmp_path) -> Path:
     return tmp_path / "data" / "catalog.sqlite3"
 
 
-@pytest.fixture
-def store(db_path, csv_path):
-    s = CatalogStore(db_path, csv_path)
-    yield s
-    s.close()
+def open_sqlite(db_path: Path, csv_path: Path) -> Catalog:
+    return Catalog(SqliteCatalogStore(db_path, csv_path))
+
+
+def csv_stocks() -> dict[str, Stock]:
+    rows = [line.split(",") for line in CSV.splitlines()[1:]]
+    return {name: Stock(name, float(price), int(qty), int(volume), 1) for name, price, qty, volume in rows}
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store(request, db_path, csv_path):
+    """The catalog's rules over one of its two stores (every rule must hold on both)."""
+    c = open_sqlite(db_path, csv_path) if request.param == "sqlite" else Catalog(MemoryCatalogStore(csv_stocks()))
+    yield c
+    c.store.close()
 
 
 def buy(rid: str, name: str = "GameStart", quantity: int = 1) -> TradeItem:
@@ -50,7 +62,7 @@ def sell(rid: str, name: str = "GameStart", quantity: int = 1) -> TradeItem:
     return TradeItem(request_id=rid, name=name, quantity=quantity, side="sell")
 
 
-def state(store: CatalogStore) -> tuple:
+def state(store: Catalog) -> tuple:
     """Everything a trade may change."""
     return dict(store.stocks), store.seq, store.fence, store.journal_after(0, 10_000)
 
@@ -58,7 +70,15 @@ def state(store: CatalogStore) -> tuple:
 # --- the CSV import -----------------------------------------------------------------
 
 
-def test_the_csv_is_loaded_into_an_empty_database(store, db_path):
+@pytest.fixture
+def sqlite(db_path, csv_path):
+    c = open_sqlite(db_path, csv_path)
+    yield c
+    c.store.close()
+
+
+def test_the_csv_is_loaded_into_an_empty_database(sqlite, db_path):
+    store = sqlite
     assert db_path.exists()
     assert set(store.stocks) == {"GameStart", "FishCo", "BoarCo"}
     assert store.lookup("FishCo") == StockInfo(name="FishCo", price=24.5, quantity=10, volume=5, version=1, seq=0)
@@ -67,25 +87,25 @@ def test_the_csv_is_loaded_into_an_empty_database(store, db_path):
 
 
 def test_the_repository_csv_loads(tmp_path):
-    s = CatalogStore(tmp_path / "c.sqlite3", REPO / "catalog" / "stocks.csv")
+    s = open_sqlite(tmp_path / "c.sqlite3", REPO / "catalog" / "stocks.csv")
     try:
         assert len(s.stocks) == 15
         assert s.lookup("GameStart").quantity == 100
     finally:
-        s.close()
+        s.store.close()
 
 
 def test_the_csv_is_loaded_once_only(db_path, csv_path):
-    s = CatalogStore(db_path, csv_path)
+    s = open_sqlite(db_path, csv_path)
     s.apply(1, [buy("r1", quantity=10)])
-    s.close()
+    s.store.close()
     csv_path.write_text("name,price,quantity,volume\nOther,1.0,5,0\n")  # ignored from now on
-    s = CatalogStore(db_path, csv_path)
+    s = open_sqlite(db_path, csv_path)
     try:
         assert set(s.stocks) == {"GameStart", "FishCo", "BoarCo"}
         assert s.lookup("GameStart").quantity == 90
     finally:
-        s.close()
+        s.store.close()
 
 
 @pytest.mark.parametrize("text,words", [
@@ -102,20 +122,20 @@ def test_a_bad_csv_is_a_config_error(tmp_path, text, words):
     path = tmp_path / "bad.csv"
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
-        CatalogStore(tmp_path / "c.sqlite3", path)
+        SqliteCatalogStore(tmp_path / "c.sqlite3", path)
     assert words in str(info.value)
 
 
 def test_a_missing_csv_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="stocks_csv"):
-        CatalogStore(tmp_path / "c.sqlite3", tmp_path / "nope.csv")
+        SqliteCatalogStore(tmp_path / "c.sqlite3", tmp_path / "nope.csv")
 
 
 def test_a_stock_named_twice_in_the_csv_is_a_config_error(tmp_path):
     path = tmp_path / "dup.csv"
     path.write_text("name,price,quantity,volume\nA,1.0,1,0\nB,1.0,1,0\nA,2.0,2,0\n")
     with pytest.raises(ConfigError, match="A more than once"):
-        CatalogStore(tmp_path / "c.sqlite3", path)
+        SqliteCatalogStore(tmp_path / "c.sqlite3", path)
 
 
 # --- lookups -----------------------------------------------------------------------------
@@ -278,12 +298,12 @@ def test_journal_after_pages_through_applied_trades_in_order(store):
 
 
 def test_state_survives_close_and_reopen(db_path, csv_path):
-    s = CatalogStore(db_path, csv_path)
+    s = open_sqlite(db_path, csv_path)
     s.apply(2, [buy("r1", quantity=3), sell("r2", "FishCo", 4), buy("r3", "BoarCo")])
     s.raise_fence(4)
     before = state(s)
-    s.close()
-    s = CatalogStore(db_path, csv_path)
+    s.store.close()
+    s = open_sqlite(db_path, csv_path)
     try:
         assert state(s) == before
         assert (s.seq, s.fence) == (2, 4)
@@ -294,35 +314,38 @@ def test_state_survives_close_and_reopen(db_path, csv_path):
         with pytest.raises(StaleEpoch):
             s.apply(3, [buy("r9")])
     finally:
-        s.close()
+        s.store.close()
 
 
-def test_a_failed_batch_leaves_nothing_behind(store, db_path, csv_path):
+def test_a_failed_batch_leaves_nothing_behind(sqlite, db_path, csv_path):
+    store = sqlite
     before = state(store)
     bad = TradeItem(request_id="r2", name="GameStart", quantity=2**63, side="sell")  # overflows SQLite
     with pytest.raises(OverflowError):
         store.apply(1, [buy("r1"), bad])
     assert state(store) == before
-    other = CatalogStore(db_path, csv_path)  # what is on disk
+    other = open_sqlite(db_path, csv_path)  # what is on disk
     try:
         assert state(other) == before
     finally:
-        other.close()
+        other.store.close()
 
 
 # --- numbers beyond SQLite's 64-bit integers ------------------------------------------------------------
 
 
 @pytest.mark.parametrize("field", ["epoch", "after_seq"])
-def test_a_fence_with_a_number_beyond_int64_never_reaches_sqlite(store, field):
-    # SQLite stores signed 64-bit integers; an OverflowError would end the catalog's loop.
-    body = {"v": 1, "msg": "fence", "epoch": 1, "after_seq": 0, "limit": 10, field: 2**64 - 1}
-    try:
-        fence = codec.decode(msgpack.packb(body))
-    except RemoteProtocolError:
-        return  # refused at the wire: fine
-    try:
-        store.raise_fence(fence.epoch)
-    except StaleEpoch:
-        pass
-    store.journal_after(fence.after_seq, fence.limit)
+def test_a_fence_with_a_number_beyond_int64_is_refused_at_the_wire(field):
+    # SQLite stores signed 64-bit integers; an OverflowError would end the catalog's loop,
+    # so the codec must refuse such a number before any store sees it.
+    body = {"v": 1, "msg": "fence", "epoch": 1, "after_seq": 0, "limit": 10, field: 2**63}
+    with pytest.raises(RemoteProtocolError, match="64-bit"):
+        codec.decode(msgpack.packb(body))
+
+
+def test_the_largest_int64_fence_and_change_number_reach_the_store(store):
+    big = 2**63 - 1
+    fence = codec.decode(msgpack.packb({"v": 1, "msg": "fence", "epoch": big, "after_seq": big, "limit": 10}))
+    store.raise_fence(fence.epoch)
+    assert store.journal_after(fence.after_seq, fence.limit) == ([], False)
+    assert store.fence == big

@@ -6,6 +6,7 @@ test spells out one rule of order/raft.py or order/desk.py.
 
 from __future__ import annotations
 
+from catalog.rules import Catalog, MemoryCatalogStore, Stock
 from common.protocol import (
     AppendEntries, ApplyTrades, Error, GetOrder, LogEntry, OrderInfo, PlaceTrade, TradeDone, TradeItem, TradeRecord,
     VoteReply, VoteRequest,
@@ -14,7 +15,7 @@ from order.desk import ToCatalog, ToClient
 from order.log import MemoryLog
 from order.raft import Flush, Role, SendPeer, Timing
 from order.replica import Replica
-from tests.sim.world import SimCatalog
+from tests.sim.world import STOCKS
 
 TIMING = Timing(heartbeat_s=0.1, election_s=0.3, rank_step_s=0.15)
 
@@ -28,7 +29,7 @@ class Net:
         self.logs = logs or {i: MemoryLog() for i in self.ids}
         self.nodes = {i: Replica(i, [p for p in self.ids if p != i], self.logs[i], TIMING, 0.1, 0.0)
                       for i in self.ids}
-        self.catalog = SimCatalog()
+        self.catalog = Catalog(MemoryCatalogStore({n: Stock(n, 10.0, q, 0, 1) for n, q in STOCKS.items()}))
         self.down: set[int] = set()
         self.replies: list[tuple[object, object]] = []
         self.catalog_up = True
@@ -42,7 +43,7 @@ class Net:
                     queue += [(out.peer, o) for o in self.nodes[out.peer].on_peer(out.msg, self.now)]
             elif isinstance(out, ToCatalog):
                 if self.catalog_up:
-                    reply = self.catalog.handle(out.msg)
+                    reply, _changes = self.catalog.handle(out.msg)
                     queue += [(src, o) for o in self.nodes[src].on_catalog(reply, self.now)]
             elif isinstance(out, Flush):
                 self.logs[src].flush()
@@ -248,7 +249,7 @@ def test_a_leader_cut_off_from_its_majority_steps_down():
 def test_a_new_leader_adopts_what_the_catalog_applied_but_no_log_holds():
     net = elected()
     # Replica 3 leads; the catalog applies a trade, then 3 dies before logging it.
-    net.catalog.handle(_apply("orphan", epoch=1))
+    net.catalog.handle(_apply("orphan", epoch=1))  # reply lost
     net.down.add(3)
     for i in (1, 2):
         net.run(i, net.nodes[i].peer_down(3, net.now))
@@ -269,7 +270,7 @@ def _apply(request_id: str, epoch: int) -> ApplyTrades:
 
 def test_the_fence_refuses_a_deposed_leader():
     net = elected()
-    reply = net.catalog.handle(_apply("late", epoch=0))
+    reply, _changes = net.catalog.handle(_apply("late", epoch=0))
     assert isinstance(reply, Error) and reply.code == "stale_epoch" and reply.epoch == 1
 
 

@@ -385,17 +385,29 @@ MESSAGES: dict[str, type[Message]] = {
 }
 
 
-def trade_problem(request_id: str, name: str, quantity: int, side: str) -> str | None:
+def trade_problem(request_id: str | None, name: str, quantity: int, side: str, *,
+                  side_field: str = "side") -> str | None:
     """Why a trade's fields break the protocol's limits, or None if they don't.
 
-    Every node that accepts a trade checks it with this one function.
+    Every node that accepts a trade checks it with this one function (the
+    frontend too, for ``POST /orders``, where the side is called ``type``).
+
+    The types are checked too (the codec already has for messages; a JSON body
+    may hold anything), in field order: name, quantity, side, request id.
+
+    :param request_id: None to skip its check (the frontend checks its header itself).
+    :param side_field: what the message calls the side.
     """
-    if not 0 < len(request_id) <= MAX_REQUEST_ID_LENGTH:
-        return f"request_id must be 1 to {MAX_REQUEST_ID_LENGTH} characters"
-    if not 0 < len(name) <= MAX_NAME_LENGTH:
-        return f"name must be 1 to {MAX_NAME_LENGTH} characters"
-    if not 0 < quantity <= MAX_TRADE_QUANTITY:
-        return f"quantity must be between 1 and {MAX_TRADE_QUANTITY}"
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
+        return f"name must be a string of 1 to {MAX_NAME_LENGTH} characters"
+    if type(quantity) is not int:
+        return "quantity must be an integer"
+    if quantity <= 0:
+        return "quantity must be a positive integer"
+    if quantity > MAX_TRADE_QUANTITY:
+        return f"quantity must be at most {MAX_TRADE_QUANTITY}"
     if side not in SIDES:
-        return "side must be 'buy' or 'sell'"
+        return f'{side_field} must be "buy" or "sell"'
+    if request_id is not None and not 0 < len(request_id) <= MAX_REQUEST_ID_LENGTH:
+        return f"request_id must be 1 to {MAX_REQUEST_ID_LENGTH} characters"
     return None

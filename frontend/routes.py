@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from common.errors import RemoteError
 from common.logs import get_logger
-from common.protocol import MAX_NAME_LENGTH, MAX_REQUEST_ID_LENGTH, MAX_TRADE_QUANTITY, ErrorCode
+from common.protocol import MAX_NAME_LENGTH, MAX_REQUEST_ID_LENGTH, ErrorCode, trade_problem
 
 from .backend import Unavailable
 
@@ -123,16 +123,9 @@ def parse_trade(body: bytes) -> tuple[str, int, str]:
     if missing:
         raise BadRequest(f"missing field{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
     name, quantity, side = order["name"], order["quantity"], order["type"]
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
-        raise BadRequest(f"name must be a string of 1 to {MAX_NAME_LENGTH} characters")
-    if type(quantity) is not int:
-        raise BadRequest("quantity must be an integer")
-    if quantity <= 0:
-        raise BadRequest("quantity must be a positive integer")
-    if quantity > MAX_TRADE_QUANTITY:
-        raise BadRequest(f"quantity must be at most {MAX_TRADE_QUANTITY}")
-    if side not in ("buy", "sell"):
-        raise BadRequest('type must be "buy" or "sell"')
+    problem = trade_problem(None, name, quantity, side, side_field="type")  # the protocol's one check
+    if problem:
+        raise BadRequest(problem)
     return name, quantity, side
 
 

@@ -43,7 +43,7 @@ APPEND = AppendEntries(term=7, leader=3, prev_index=87, prev_term=6, entries=[
 ], commit=87, probe=311)
 
 EXAMPLES: list[Message] = [
-    Error(code=ErrorCode.BAD_REQUEST, message="quantity must be between 1 and 1000000"),
+    Error(code=ErrorCode.BAD_REQUEST, message="quantity must be at most 1000000"),
     Error(code=ErrorCode.NOT_LEADER, message="order replica 2 does not lead", leader=3, epoch=7),
     Error(code=ErrorCode.STALE_EPOCH, message="epoch 6 is fenced off", epoch=7),
     Lookup(name="GameStart"),

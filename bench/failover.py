@@ -1,9 +1,9 @@
 """Failover benchmark: kill (or hang) the order leader N times under load.
 
-    .venv/bin/python bench/failover.py --rounds 10 [--mode kill|stop|both] [--clients 4]
+    .venv/bin/python -m bench.failover --rounds 10 [--mode kill|stop|both] [--clients 4]
 
 Starts a private cluster on free loopback ports in a temporary directory
-(tests/harness), runs trading clients through the HTTP API, and in each round
+(:class:`harness.cluster.Cluster`), runs trading clients through the HTTP API, and in each round
 SIGKILLs (``kill``) or SIGSTOPs (``stop``) the current leader. For each round
 it prints the time from the fault to the first acknowledged trade committed
 by the next leader (a transaction number beyond the old leader's log), then
@@ -25,12 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.harness.bus import BusTap  # noqa: E402
-from tests.harness.checker import check, report, settle  # noqa: E402
-from tests.harness.cluster import Cluster, wait_until  # noqa: E402
-from tests.harness.history import History, Load  # noqa: E402
+from harness.bus import BusTap
+from harness.checker import check, report, settle
+from harness.cluster import Cluster, wait_until
+from harness.history import History, Load
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,25 +1,23 @@
 """The processes the benchmark starts, and how it stops every one of them.
 
-Each server (a Bazaar frontend, the bare route, the bare ZeroMQ echo) runs
-in a process group of its own, with its output in a log file, and is stopped
-with SIGTERM to the group, then SIGKILL to whatever is left of the group.
+Each server (a Bazaar frontend, the bare route, the bare ZeroMQ echo) is a
+:class:`harness.process.Process`: a process group of its own, its output in
+a log file, stopped with SIGTERM to the group, then SIGKILL to whatever is
+left of the group.
 :class:`Servers` keeps them all, writes their process groups to
 ``pids.json`` in the output directory (so that a test, or a person, can kill
 them if the benchmark itself is SIGKILLed) and stops them all on exit.
 
 With ``--spawn`` the backends come from :func:`spawn_cluster`: a private
 cluster on free loopback ports in a temporary directory, built with the test
-harness's :class:`tests.harness.cluster.Cluster`, and closed at the end.
+harness's :class:`harness.cluster.Cluster`, and closed at the end.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,10 +26,11 @@ import msgpack
 import zmq
 
 from common.sockets import free_tcp_ports
+from harness.cluster import Cluster
+from harness.process import ROOT, Process, Timeout, wait_until
 
 from .http import HttpClient
 
-ROOT = Path(__file__).resolve().parents[1]
 # How long a server may take to answer after it starts.
 READY_TIMEOUT_S = 30.0
 # How long a server may take to exit after SIGTERM before it gets SIGKILL.
@@ -41,85 +40,6 @@ POLL_S = 0.05
 
 class ServerError(RuntimeError):
     """A server did not start; the message quotes the end of its log."""
-
-
-class Child:
-    """One server process in its own process group.
-
-    :param name: how the benchmark names it on the terminal.
-    :param argv: what follows the python executable.
-    :param log_path: where its stdout and stderr go.
-    """
-
-    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
-        self.name = name
-        self.argv = argv
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Child:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, *self.argv], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        return self
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM the group, wait, then SIGKILL the group (a gunicorn worker
-        or a grandchild that outlived its parent goes too)."""
-        if self.proc is None:
-            return
-        _killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
-        _killpg(self.proc.pid, signal.SIGKILL)
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def wait_for(predicate: Callable[[], Any], child: Child, what: str, timeout_s: float = READY_TIMEOUT_S) -> Any:
-    """Poll ``predicate`` until it returns something truthy.
-
-    :raises ServerError: if ``child`` exits first or ``timeout_s`` passes.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if not child.alive:
-            raise ServerError(f"{child.name} exited before {what}; end of {child.log_path}:\n{child.log_tail()}")
-        if time.monotonic() >= deadline:
-            raise ServerError(f"{child.name}: no {what} within {timeout_s:g}s; end of {child.log_path}:\n"
-                              f"{child.log_tail()}")
-        time.sleep(POLL_S)
 
 
 def frontend_ready(port: int) -> Callable[[], bool]:
@@ -169,19 +89,25 @@ class Servers:
         self.logs = out_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.say = say
-        self.children: list[Child] = []
+        self.children: list[Process] = []
         self.cluster = None
         self._tmp = None
 
-    def start(self, name: str, argv: list[str], ready: Callable[[], Any], what: str) -> Child:
-        """Start a server and wait until ``ready()`` says it serves."""
-        child = Child(name, argv, self.logs / f"{name}.log").start()
+    def start(self, name: str, argv: list[str], ready: Callable[[], Any], what: str) -> Process:
+        """Start a server and wait until ``ready()`` says it serves.
+
+        :raises ServerError: it exited first, or did not serve in time.
+        """
+        child = Process(name, argv, self.logs / f"{name}.log").start()
         self.children.append(child)
         self._write_pids()
-        wait_for(ready, child, what)
+        try:
+            wait_until(ready, READY_TIMEOUT_S, what, interval=POLL_S, process=child)
+        except Timeout as exc:
+            raise ServerError(str(exc)) from None
         return child
 
-    def frontend(self, config: Path, name: str, cache: bool, cache_size: int | None) -> tuple[Child, int]:
+    def frontend(self, config: Path, name: str, cache: bool, cache_size: int | None) -> tuple[Process, int]:
         """A Bazaar frontend on a free port against ``config``'s backends."""
         (port,) = free_tcp_ports(1)
         argv = ["-m", "frontend", "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
@@ -196,31 +122,23 @@ class Servers:
         self.say(f"started frontend {name} (pid {child.pid}): python {' '.join(argv)}")
         return child, port
 
-    def bare_route(self, config: Path) -> tuple[Child, int]:
+    def bare_route(self, config: Path) -> tuple[Process, int]:
         (port,) = free_tcp_ports(1)
-        argv = [str(ROOT / "bench" / "bare_route.py"), "--config", str(config), "--port", str(port)]
+        argv = ["-m", "bench.bare_route", "--config", str(config), "--port", str(port)]
         child = self.start("bare-route", argv, http_ready(port, "/stocks/GameStart"), "answer on /stocks")
         self.say(f"started the bare Flask route (pid {child.pid}) on 127.0.0.1:{port}")
         return child, port
 
-    def zmq_echo(self) -> tuple[Child, str]:
+    def zmq_echo(self) -> tuple[Process, str]:
         (port,) = free_tcp_ports(1)
         endpoint = f"tcp://127.0.0.1:{port}"
-        argv = [str(ROOT / "bench" / "zmq_echo.py"), "--endpoint", endpoint]
+        argv = ["-m", "bench.zmq_echo", "--endpoint", endpoint]
         child = self.start("zmq-echo", argv, zmq_ready(endpoint), "round trip")
         self.say(f"started the bare ZeroMQ echo (pid {child.pid}) on {endpoint}")
         return child, endpoint
 
     def spawn_cluster(self) -> Path:
         """Start a private cluster on free loopback ports; returns its config path."""
-        import tempfile
-
-        if str(ROOT) not in sys.path:
-            sys.path.insert(0, str(ROOT))
-        try:
-            from tests.harness.cluster import Cluster
-        except ImportError as exc:
-            raise ServerError(f"--spawn needs the source checkout's tests/harness ({exc})") from None
         self._tmp = tempfile.TemporaryDirectory(prefix="bazaar-bench-")
         self.say(f"starting a private cluster (broker, catalog, 3 order replicas) in {self._tmp.name}")
         self.cluster = Cluster(Path(self._tmp.name))
@@ -250,7 +168,7 @@ class Servers:
         """Stop every server, then the private cluster; say so."""
         for child in reversed(self.children):
             was_alive = child.alive
-            child.stop()  # the whole group, even if its leader already exited
+            child.stop(STOP_TIMEOUT_S)  # the whole group, even if its leader already exited
             if was_alive:
                 self.say(f"stopped {child.name} (process group {child.pid})")
         if self.cluster is not None:

@@ -70,15 +70,38 @@ def settle(cluster: Cluster, history: History, replicas: list[int] | None = None
     wait_until(converged, timeout, f"replicas {ids} to hold identical logs", interval=0.1)
 
 
-def check(cluster: Cluster, history: History, replicas: list[int] | None = None,
-          verify_reads: bool = True) -> list[Violation]:
-    """Every promise the final state and the history must satisfy."""
-    ids = replicas or list(range(1, cluster.replicas + 1))
-    logs = {i: cluster.order_log(i) for i in ids}
-    log = logs[ids[0]]
+@dataclass(frozen=True)
+class FinalState:
+    """What the nodes hold once the cluster has settled.
+
+    :param logs: replica id -> its trades ``(txn, key, name, quantity, side)`` in log order.
+    :param stocks: the catalog's quantity of every stock.
+    :param journal: the catalog's applied trades ``(seq, key, name, quantity, side)``.
+    :param initial: every stock's quantity before any trade.
+    """
+
+    logs: dict[int, list[tuple]]
+    stocks: dict[str, int]
+    journal: list[tuple]
+    initial: dict[str, int]
+
+
+def judge(state: FinalState, ops: list) -> list[Violation]:
+    """Every promise the final state and the recorded operations must keep.
+
+    Pure (no cluster, no sockets): the process tests (:func:`check`) and the
+    deterministic simulator (``tests/sim``) both judge their runs with it.
+
+    :param ops: operations with ``key``, ``status`` (``ok``, ``fail``,
+        ``unknown``, ``invoked``), ``txn``, ``name``, ``quantity``, ``side`` and
+        ``detail`` (:class:`harness.history.Op` or the simulator's).
+    """
+    ids = sorted(state.logs)
+    log = state.logs[ids[0]]
     out: list[Violation] = []
 
-    for i, other in logs.items():
+    for i in ids[1:]:
+        other = state.logs[i]
         if other != log:
             first = next((k for k, (a, b) in enumerate(zip(log, other)) if a != b), min(len(log), len(other)))
             out.append(Violation("one history", f"replica {i}'s log differs from replica {ids[0]}'s at "
@@ -90,13 +113,13 @@ def check(cluster: Cluster, history: History, replicas: list[int] | None = None,
     by_key: dict[str, list[tuple]] = {}
     for row in log:
         by_key.setdefault(row[1], []).append(row)
-    ops = {op.key: op for op in history.ops}
+    by_op = {op.key: op for op in ops}
     for key, rows in by_key.items():
         if len(rows) > 1:
             out.append(Violation("no duplicate", f"key {key} is logged {len(rows)} times: {rows}",
-                                 [ops[key]] if key in ops else []))
+                                 [by_op[key]] if key in by_op else []))
 
-    for op in history.ops:
+    for op in ops:
         rows = by_key.get(op.key, [])
         if op.status == "ok":
             if not rows:
@@ -109,6 +132,32 @@ def check(cluster: Cluster, history: History, replicas: list[int] | None = None,
             out.append(Violation("refusals change nothing", f"{op.key} was refused ({op.detail}) "
                                                              f"but is logged: {rows[0]}", [op]))
 
+    for name, initial in state.initial.items():
+        expect = initial + sum(q if side == "sell" else -q for _, _, n, q, side in log if n == name)
+        if state.stocks[name] != expect:
+            out.append(Violation("conservation", f"{name}: the catalog holds {state.stocks[name]}, "
+                                                 f"the log implies {expect}"))
+    journal = {row[1]: tuple(row[2:]) for row in state.journal}
+    logged = {row[1]: tuple(row[2:]) for row in log}
+    if journal != logged:
+        only_catalog = sorted(set(journal) - set(logged))
+        only_log = sorted(set(logged) - set(journal))
+        out.append(Violation("conservation", f"applied by the catalog but not logged: {only_catalog[:5]}; "
+                                             f"logged but not applied: {only_log[:5]}",
+                             [by_op[k] for k in only_catalog[:5] + only_log[:5] if k in by_op]))
+    return out
+
+
+def check(cluster: Cluster, history: History, replicas: list[int] | None = None,
+          verify_reads: bool = True) -> list[Violation]:
+    """Every promise the final state and the history must satisfy: :func:`judge`
+    on what the databases hold, and (``verify_reads``) every acknowledged
+    trade read back through the HTTP API."""
+    ids = replicas or list(range(1, cluster.replicas + 1))
+    state = FinalState(logs={i: cluster.order_log(i) for i in ids},
+                       stocks={name: row[1] for name, row in cluster.stocks().items()},
+                       journal=cluster.journal(), initial=initial_stocks())
+    out = judge(state, history.ops)
     if verify_reads:
         http = Http(cluster.http_ports[0], timeout=15)
         try:
@@ -122,21 +171,6 @@ def check(cluster: Cluster, history: History, replicas: list[int] | None = None,
                                                         f"acknowledged {expect}", [op]))
         finally:
             http.close()
-
-    stocks = cluster.stocks()
-    for name, initial in initial_stocks().items():
-        expect = initial + sum(q if side == "sell" else -q for _, _, n, q, side in log if n == name)
-        if stocks[name][1] != expect:
-            out.append(Violation("conservation", f"{name}: the catalog holds {stocks[name][1]}, "
-                                                 f"the log implies {expect}"))
-    journal = {row[1]: row[2:] for row in cluster.journal()}
-    logged = {row[1]: row[2:] for row in log}
-    if journal != logged:
-        only_catalog = sorted(set(journal) - set(logged))
-        only_log = sorted(set(logged) - set(journal))
-        out.append(Violation("conservation", f"applied by the catalog but not logged: {only_catalog[:5]}; "
-                                             f"logged but not applied: {only_log[:5]}",
-                             [ops[k] for k in only_catalog[:5] + only_log[:5] if k in ops]))
     return out
 
 

@@ -1,14 +1,14 @@
-"""A whole Bazaar cluster of real processes on free loopback ports, for tests.
+"""A whole Bazaar cluster of real processes on free loopback ports.
 
 :class:`Cluster` writes a config.toml with fresh ports and a data directory
-under the test's temporary directory, starts every node as ``python -m
-<node>`` in a process group of its own, and hands out :class:`Node` handles
-to kill (SIGKILL), pause (SIGSTOP), resume (SIGCONT), stop (SIGTERM) and
-restart any of them. :meth:`Cluster.close` SIGKILLs whatever is left, so a
-failing test never leaves processes behind.
+under a directory of the caller's, starts every node as ``python -m <node>``
+in a process group of its own, and hands out :class:`harness.process.Process`
+handles to kill (SIGKILL), pause (SIGSTOP), resume (SIGCONT), stop (SIGTERM)
+and restart any of them. :meth:`Cluster.close` SIGKILLs whatever is left, so
+a failing test (or benchmark) never leaves processes behind.
 
 Waiting is always on a condition (an HTTP answer, a heartbeat, a log line)
-with a bound, never a fixed sleep: see :func:`wait_until`.
+with a bound, never a fixed sleep: see :func:`harness.process.wait_until`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,102 +25,9 @@ from typing import Any
 
 from common.sockets import free_tcp_ports
 
-ROOT = Path(__file__).resolve().parents[2]
+from .process import ROOT, Process, Timeout, wait_until
 
-
-class Timeout(AssertionError):
-    pass
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    """Poll ``predicate`` until it returns something truthy; return that.
-
-    :raises Timeout: naming ``what`` after ``timeout`` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise Timeout(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-@dataclass
-class Node:
-    """One node process. ``argv`` follows the python executable."""
-
-    name: str
-    argv: list[str]
-    log_path: Path
-    env: dict[str, str]
-    proc: subprocess.Popen | None = None
-    starts: int = 0
-
-    def start(self, extra: list[str] | None = None) -> Node:
-        if self.alive:
-            raise RuntimeError(f"{self.name} already runs")
-        self.starts += 1
-        log = self.log_path.open("ab")
-        log.write(f"--- start #{self.starts} ---\n".encode())
-        log.flush()
-        self.proc = subprocess.Popen(
-            [sys.executable, *self.argv, *(extra or [])], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=self.env, start_new_session=True,
-        )
-        log.close()
-        return self
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def kill(self) -> None:
-        """SIGKILL the node's whole process group and reap it."""
-        if self.proc is not None:
-            self.signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def pause(self) -> None:
-        """SIGSTOP: the node hangs with its connections open."""
-        self.signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self.signal(signal.SIGCONT)
-
-    def stop(self, timeout: float = 10) -> int:
-        """SIGTERM and wait for a clean exit; returns the exit status."""
-        assert self.proc is not None
-        self.signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-    def restart(self, extra: list[str] | None = None) -> Node:
-        self.kill()
-        return self.start(extra)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_for_log(self, text: str, timeout: float = 10, after: int = 0) -> int:
-        """Wait for ``text`` in the log past offset ``after``; returns its offset."""
-        def found() -> int | None:
-            pos = self.log().find(text, after)
-            return pos + 1 if pos >= 0 else None
-
-        return wait_until(found, timeout, f"{text!r} in {self.name}'s log") - 1
+__all__ = ["Cluster", "Http", "Process", "Reply", "Timeout", "initial_stocks", "wait_until"]
 
 
 @dataclass
@@ -235,14 +139,14 @@ class Cluster:
         env.pop("BAZAAR_LOG_FORMAT", None)
         logs = self.workdir / "logs"
         logs.mkdir(exist_ok=True)
-        self.nodes: dict[str, Node] = {}
+        self.nodes: dict[str, Process] = {}
 
         def add(name: str, argv: list[str]) -> None:
             config = self.config_path
             if self.hub is not None:  # this node's own view: every other node behind a link
                 config = self.workdir / f"config-{name}.toml"
                 config.write_text(self.config_text(view=name))
-            self.nodes[name] = Node(name, [*argv[:2], "--config", str(config), *argv[2:]], logs / f"{name}.log", env)
+            self.nodes[name] = Process(name, [*argv[:2], "--config", str(config), *argv[2:]], logs / f"{name}.log", env)
 
         add("broker", ["-m", "broker"])
         add("catalog", ["-m", "catalog"])
@@ -332,14 +236,14 @@ class Cluster:
 
     # --- handles ------------------------------------------------------------------
 
-    def node(self, name: str) -> Node:
+    def node(self, name: str) -> Process:
         return self.nodes[name]
 
-    def replica(self, i: int) -> Node:
+    def replica(self, i: int) -> Process:
         return self.nodes[f"order-{i}"]
 
     @property
-    def frontend(self) -> Node:
+    def frontend(self) -> Process:
         return self.nodes["frontend"]
 
     def http(self, port: int | None = None) -> Http:

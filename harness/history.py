@@ -5,7 +5,7 @@ transaction number), ``fail`` (refused: not enough stock, unknown stock), or
 ``unknown`` (no answer, a 503, a broken connection: it may or may not have
 happened). :class:`Load` runs concurrent HTTP clients against frontends for a
 bounded count and time, each trade with its own Idempotency-Key, and keeps the
-history for :mod:`tests.harness.checker`.
+history for :mod:`harness.checker`.
 """
 
 from __future__ import annotations
@@ -85,10 +85,6 @@ class History:
 
     def by_status(self, status: str) -> list[Op]:
         return [op for op in self.ops if op.status == status]
-
-    def first_ok_after(self, t: float) -> float | None:
-        times = [op.completed for op in self.ops if op.status == "ok" and op.completed and op.completed > t]
-        return min(times) if times else None
 
 
 def classify(reply) -> tuple[str, int | None, str]:

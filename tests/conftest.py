@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness.cluster import Cluster
+from harness.cluster import Cluster
 
 
 @pytest.fixture

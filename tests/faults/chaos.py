@@ -18,10 +18,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from tests.harness.bus import BusTap
-from tests.harness.checker import check, report, settle
-from tests.harness.cluster import Cluster, wait_until
-from tests.harness.history import History, Load
+from harness.bus import BusTap
+from harness.checker import check, report, settle
+from harness.cluster import Cluster, wait_until
+from harness.history import History, Load
 
 TARGETS = ("leader", "follower", "catalog", "broker", "frontend",
            "link:leader-follower", "link:frontend-leader", "link:catalog-broker")

@@ -11,7 +11,7 @@ import zmq
 
 from common import codec
 from common.protocol import Lookup
-from tests.harness.cluster import wait_until
+from harness.cluster import wait_until
 
 pytestmark = pytest.mark.slow
 

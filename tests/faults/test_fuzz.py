@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.protocol import MESSAGES
-from tests.harness.cluster import Http, initial_stocks
+from harness.cluster import Http, initial_stocks
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """Cut links and hung nodes: every process stays alive, the network fails.
 
-Links are TCP proxies between each pair of nodes (tests/harness/links.py).
+Links are TCP proxies between each pair of nodes (harness/links.py).
 ``blackhole`` holds traffic with the connections open (only missed heartbeats
 tell); ``reset`` closes them (the peers see it at once). Each scenario runs
 trades under load and ends with the history checker.
@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from tests.harness.bus import BusTap
-from tests.harness.checker import assert_promises_kept
-from tests.harness.cluster import wait_until
-from tests.harness.history import History, Load
+from harness.bus import BusTap
+from harness.checker import assert_promises_kept
+from harness.cluster import wait_until
+from harness.history import History, Load
 
 pytestmark = pytest.mark.slow
 

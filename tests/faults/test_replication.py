@@ -3,7 +3,7 @@
 Each scenario runs trading clients through the HTTP API, kills replicas at
 chosen moments, lets the load finish, then settles unknown outcomes with
 their Idempotency-Keys and checks every promise on the recorded history and
-the final databases (tests/harness/checker.py): no acknowledged trade lost or
+the final databases (harness/checker.py): no acknowledged trade lost or
 changed, no duplicate, no gap, identical logs on every replica, reads agree,
 and for every stock the catalog equals initial - buys + sells over the log.
 """
@@ -17,10 +17,10 @@ import zmq
 
 from common import codec
 from common.protocol import PlaceTrade
-from tests.harness.bus import BusTap
-from tests.harness.checker import assert_promises_kept
-from tests.harness.cluster import initial_stocks, wait_until
-from tests.harness.history import History, Load
+from harness.bus import BusTap
+from harness.checker import assert_promises_kept
+from harness.cluster import initial_stocks, wait_until
+from harness.history import History, Load
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from tests.harness.cluster import initial_stocks
+from harness.cluster import initial_stocks
 
 pytestmark = pytest.mark.slow
 

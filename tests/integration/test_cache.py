@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from tests.harness.bus import BusTap
-from tests.harness.cluster import Http, wait_until
+from harness.bus import BusTap
+from harness.cluster import Http, wait_until
 
 pytestmark = pytest.mark.slow
 

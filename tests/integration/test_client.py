@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.cluster import ROOT, wait_until
+from harness.cluster import ROOT, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from broker.monitor.state import SETTLE_S
-from tests.harness.cluster import ROOT, Timeout
+from harness.cluster import ROOT, Timeout
 
 pytestmark = pytest.mark.slow
 

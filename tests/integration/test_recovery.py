@@ -14,7 +14,7 @@ import zmq
 
 from common import codec
 from common.protocol import ApplyTrades, Lookup, PlaceTrade, StockInfo, TradeItem
-from tests.harness.cluster import wait_until
+from harness.cluster import wait_until
 
 pytestmark = pytest.mark.slow
 

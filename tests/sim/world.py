@@ -9,9 +9,11 @@ drops, duplicates and reorders messages and can partition nodes; replicas
 crash and restart with their durable log. Every step is a pure function of
 the seed, so a failing seed replays exactly (``python -m tests.sim --seed N``).
 
-After every step :meth:`World.check` asserts the promises of DESIGN.md that
-can be checked at that moment; :meth:`World.settle` heals everything and
-checks the rest (conservation, identical logs, every acknowledgement kept).
+After every step :meth:`World.check` asserts the promises that can be
+checked at that moment; :meth:`World.settle` heals everything and judges the
+rest with the same checker the process tests use
+(:func:`harness.checker.judge`: conservation, identical logs, no gap, no
+duplicate, every acknowledgement kept).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from catalog.rules import Catalog, MemoryCatalogStore, Stock
 from common.protocol import ErrorCode, LeaderAnnouncement, Message, PlaceTrade, TradeDone, Error
 from frontend.leader import LeaderTracker
+from harness.checker import FinalState, judge
 from order.desk import ToCatalog, ToClient
 from order.log import MemoryLog
 from order.raft import BecameLeader, Flush, Role, SendPeer, Timing
@@ -59,6 +62,12 @@ class Op:
     txn: int | None = None
     attempts: int = 0
     retry: bool = True  # False: sent once, never retried, its fate unknown
+    detail: str = ""
+
+    @property
+    def key(self) -> str:
+        """The request id, under the name the history checker reads."""
+        return self.request_id
 
 
 @dataclass(order=True)
@@ -333,31 +342,21 @@ class World:
                 and all(op.status in ("ok", "fail") for op in self.ops.values() if op.retry))
 
     def _check_final(self) -> None:
-        logs = {i: self.logs[i].entries(1, self.logs[i].last_index()) for i in self.ids}
-        first = logs[self.ids[0]]
-        for i, entries in logs.items():
-            if entries != first:
+        entries = {i: self.logs[i].entries(1, self.logs[i].last_index()) for i in self.ids}
+        first = entries[self.ids[0]]
+        for i, log in entries.items():  # Raft's log matching: terms and no-ops too, not only the trades
+            if log != first:
                 raise Violation(f"replica {i}'s log differs from replica {self.ids[0]}'s")
-        trades = [e.trade for e in first if e.trade is not None]
-        if [t.txn for t in trades] != list(range(1, len(trades) + 1)):
-            raise Violation(f"transaction numbers have gaps or repeats: {[t.txn for t in trades]}")
-        applied = {j.request_id for j in self.catalog_store.applied}
-        logged = [t.request_id for t in trades]
-        if len(set(logged)) != len(logged):
-            raise Violation("a request id is logged twice")
-        if set(logged) != applied:
-            raise Violation(f"catalog applied {sorted(applied - set(logged))} unlogged; "
-                            f"logged {sorted(set(logged) - applied)} unapplied")
-        for name, initial in STOCKS.items():
-            expect = initial + sum(t.quantity if t.side == "sell" else -t.quantity for t in trades if t.name == name)
-            if self.catalog_store.stocks[name].quantity != expect:
-                raise Violation(f"{name}: catalog has {self.catalog_store.stocks[name].quantity}, log says {expect}")
-        by_rid = {t.request_id: t for t in trades}
-        for op in self.ops.values():
-            if op.status == "ok" and (op.request_id not in by_rid or by_rid[op.request_id].txn != op.txn):
-                raise Violation(f"acknowledged {op.request_id} as txn {op.txn} is not in the final log")
-            if op.status == "fail" and op.request_id in by_rid:
-                raise Violation(f"{op.request_id} was refused but is in the log")
+        state = FinalState(
+            logs={i: [(e.trade.txn, e.trade.request_id, e.trade.name, e.trade.quantity, e.trade.side)
+                      for e in log if e.trade is not None] for i, log in entries.items()},
+            stocks={name: stock.quantity for name, stock in self.catalog_store.stocks.items()},
+            journal=[(j.seq, j.request_id, j.name, j.quantity, j.side) for j in self.catalog_store.applied],
+            initial=dict(STOCKS),
+        )
+        broken = judge(state, list(self.ops.values()))
+        if broken:
+            raise Violation("; ".join(f"{v.promise}: {v.message}" for v in broken))
 
     def describe(self) -> str:
         return "; ".join(

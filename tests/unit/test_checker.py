@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tests.harness.checker import check, report
-from tests.harness.cluster import initial_stocks
-from tests.harness.history import History, Op
+from harness.checker import check, report
+from harness.cluster import initial_stocks
+from harness.history import History, Op
 
 
 @dataclass

@@ -56,7 +56,7 @@ class TestLeaderCutFromFollowers:
     frontend connections. It must not commit alone; the followers elect a new
     leader; the old one steps down and, once the links return, follows."""
 
-    def test_normal(self, linked, how):
+    def test_a_new_leader_is_elected_and_the_cut_one_steps_down_without_losing_a_trade(self, linked, how):
         cluster, tap, history, load = linked
         load.start()
         acked_after(history, 20)
@@ -82,7 +82,7 @@ class TestFrontendCutFromLeader:
     frontend answers 503 within its deadline (its trades' outcome unknown
     until retried), the other keeps trading, and everything settles."""
 
-    def test_normal(self, linked, how):
+    def test_the_cut_frontend_answers_503_in_time_and_its_retry_trades_once(self, linked, how):
         cluster, tap, history, load = linked
         load.start()
         acked_after(history, 20)
@@ -110,7 +110,7 @@ class TestCatalogCutFromBus:
     trusting their caches (no catalog heartbeat for a liveness window) rather
     than serve what may be stale, and resume once the catalog is heard again."""
 
-    def test_normal(self, linked, how):
+    def test_caches_go_blind_rather_than_serve_stale_and_come_back(self, linked, how):
         cluster, tap, history, load = linked
         a, b = (cluster.http(p) for p in cluster.http_ports)
         for http in (a, b):
@@ -134,7 +134,7 @@ class TestLeaderHung:
     finds itself deposed, refused by the catalog's fence and by the replicas,
     and follows."""
 
-    def test_normal(self, linked):
+    def test_missed_heartbeats_elect_a_new_leader_and_the_resumed_one_follows(self, linked):
         cluster, tap, history, load = linked
         load.start()
         acked_after(history, 20)

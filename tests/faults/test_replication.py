@@ -56,7 +56,7 @@ def restart(cluster, history, replica: int) -> None:
 class TestLeaderKilled:
     """The leader dies mid-request while trades keep coming."""
 
-    def test_normal(self, trading):
+    def test_acknowledged_trades_survive_and_a_new_leader_takes_over(self, trading):
         cluster, tap, history, load = trading
         load.start()
         acked_after(history, 30)
@@ -89,7 +89,7 @@ class TestLeaderKilled:
 class TestFollowerKilled:
     """A follower dies; the leader keeps committing with the other one."""
 
-    def test_normal(self, trading):
+    def test_the_leader_keeps_committing_with_the_other_follower(self, trading):
         cluster, tap, history, load = trading
         load.start()
         acked_after(history, 20)
@@ -123,7 +123,7 @@ class TestTwoKills:
     """Two replicas die in a row: with one left there is no majority, so
     trades wait (and answer 503); when one comes back, trading resumes."""
 
-    def test_normal(self, trading):
+    def test_trades_wait_without_a_majority_and_resume_with_one(self, trading):
         cluster, tap, history, load = trading
         load.start()
         acked_after(history, 20)
@@ -145,7 +145,7 @@ class TestKillRestartKill:
     replica must not lead with a stale log and reuse transaction numbers."""
 
     @pytest.mark.parametrize("moment", ["after-catch-up", "right-after-restart", "before-catch-up"])
-    def test_normal(self, trading, moment):
+    def test_the_restarted_replica_never_leads_with_a_stale_log(self, trading, moment):
         cluster, tap, history, load = trading
         load.start()
         acked_after(history, 20)
@@ -259,7 +259,7 @@ class TestReplyLost:
     """A trade commits on a majority but its reply is lost (the leader dies
     right before answering); the retry with the same key finds the one trade."""
 
-    def test_normal(self, cluster_factory):
+    def test_the_retry_finds_the_one_committed_trade(self, cluster_factory):
         cluster, tap, leader, epoch = _armed_cluster(cluster_factory, "before-trade-reply")
         try:
             first = _place_directly(cluster.endpoint(f"order-{leader}"),

@@ -11,6 +11,7 @@ import time
 import msgpack
 import pytest
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from common import codec
 from common.protocol import ApplyTrades, Lookup, PlaceTrade, StockInfo, TradeItem
@@ -171,16 +172,32 @@ def test_garbage_frames_get_an_error_or_are_dropped_and_the_node_keeps_serving(c
 def test_a_message_over_the_size_limit_closes_only_that_connection(cluster_factory):
     cluster = cluster_factory()
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(cluster.endpoint("catalog"))
+    big = ctx.socket(zmq.DEALER)
+    small = ctx.socket(zmq.DEALER)
+    for sock in (big, small):
+        sock.setsockopt(zmq.LINGER, 0)
+    events = big.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
     try:
-        sock.send_multipart([b"", b"\x00" * (5 * 1024 * 1024)])
-        deadline = time.monotonic() + 1  # no reply is expected: the catalog drops the connection
-        while time.monotonic() < deadline and not sock.poll(100):
-            pass
+        big.connect(cluster.endpoint("catalog"))
+        small.connect(cluster.endpoint("catalog"))
+
+        def next_event(wanted: int) -> bool:
+            while events.poll(5000):
+                if recv_monitor_message(events)["event"] == wanted:
+                    return True
+            return False
+
+        assert next_event(zmq.EVENT_CONNECTED)
+        big.send_multipart([b"", b"\x00" * (5 * 1024 * 1024)])
+        assert next_event(zmq.EVENT_DISCONNECTED), "the catalog kept the oversized sender's connection"
+        # The other connection to the same catalog still gets answers.
+        small.send_multipart([b"", codec.encode(Lookup("FishCo"))])
+        assert small.poll(5000), "the catalog stopped answering other connections"
+        assert codec.decode(small.recv_multipart()[-1]).name == "FishCo"
     finally:
-        sock.close(linger=0)
+        big.disable_monitor()
+        for sock in (events, big, small):
+            sock.close(linger=0)
         ctx.term()
     assert cluster.node("catalog").alive
     assert cluster.api.get("/stocks/FishCo").status == 200

@@ -50,9 +50,6 @@ class StructLogger:
     def exception(self, msg: str, **fields: Any) -> None:
         self._log(logging.ERROR, msg, fields, exc_info=True)
 
-    def is_debug(self) -> bool:
-        return self._logger.isEnabledFor(logging.DEBUG)
-
 
 def get_logger(name: str) -> StructLogger:
     return StructLogger(logging.getLogger(name))

@@ -38,7 +38,8 @@ class LogStore(Protocol):
         """The term of entry ``index``, 0 for index 0, None past the end."""
 
     def first_index_of_term(self, term: int) -> int:
-        """The lowest index holding ``term`` (for quick conflict back-off)."""
+        """The lowest index whose term is ``term`` or later (terms never fall
+        along a log), the log's length + 1 if none: for quick conflict back-off."""
 
     def entries(self, lo: int, hi: int) -> list[LogEntry]:
         """Entries ``lo..hi`` inclusive (clamped to the log)."""
@@ -98,7 +99,7 @@ class MemoryLog:
 
     def first_index_of_term(self, term: int) -> int:
         for entry in self.log:
-            if entry.term == term:
+            if entry.term >= term:
                 return entry.index
         return len(self.log) + 1
 

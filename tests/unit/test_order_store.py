@@ -287,16 +287,15 @@ def test_a_crash_loses_only_what_was_staged(pair):
     assert pair.sql.last_index() == 1 and pair.sql.by_request("req-1") is None
 
 
-# --- where the two disagree -----------------------------------------------------------------------
+# --- the conflict back-off ---------------------------------------------------------------------------
 
 
-def test_first_index_of_a_term_not_in_the_log_differs_between_the_stores(pair):
-    # Documented divergence (not reachable from order.raft, which asks only for
-    # terms present at prev_index): MemoryLog answers len + 1, SqliteLog's binary
-    # search answers the first index whose term is higher.
-    pair.do("append", [entry(1, 1), entry(2, 1), entry(3, 3)])
-    assert pair.mem.first_index_of_term(2) == 4
-    assert pair.sql.first_index_of_term(2) == 3
+def test_first_index_of_a_term_is_the_same_in_both_stores_even_for_a_term_not_in_the_log(pair):
+    # The first index whose term is at least the one asked for (len + 1 if none).
+    pair.do("append", [entry(1, 1), entry(2, 1), entry(3, 3), entry(4, 3), entry(5, 4)])
+    for term in range(0, 6):
+        assert pair.sql.first_index_of_term(term) == pair.mem.first_index_of_term(term), term
+    assert [pair.mem.first_index_of_term(t) for t in range(0, 6)] == [1, 1, 3, 3, 5, 6]
 
 
 # --- numbers beyond SQLite's 64-bit integers ---------------------------------------------------------
@@ -311,19 +310,15 @@ def test_the_largest_int64_values_are_stored(pair):
 
 
 
-def test_a_get_order_beyond_int64_never_reaches_sqlite(pair):
+@pytest.mark.parametrize("body", [
+    {"v": 1, "msg": "get_order", "txn": 2**63},
+    {"v": 1, "msg": "vote_request", "term": 2**64 - 1, "candidate": 2, "last_index": 0, "last_term": 0,
+     "pre_vote": False},
+    {"v": 1, "msg": "append_entries", "term": 1, "leader": 2, "prev_index": 0, "prev_term": 0, "commit": 0,
+     "entries": [{"index": 1, "term": 1, "trade": {"txn": 1, "request_id": "r", "name": "A", "quantity": 1,
+                                                    "side": "buy", "seq": 2**63}}]},
+], ids=["get_order txn", "vote term", "entry seq"])
+def test_a_number_beyond_int64_is_refused_at_the_wire_before_any_store_sees_it(body):
     # SQLite stores signed 64-bit integers; an OverflowError would end the replica's loop.
-    try:
-        msg = codec.decode(msgpack.packb({"v": 1, "msg": "get_order", "txn": 2**64 - 1}))
-    except RemoteProtocolError:
-        return
-    assert pair.sql.by_txn(msg.txn) is None
-
-
-def test_a_term_beyond_int64_never_reaches_the_hard_state(pair):
-    try:
-        msg = codec.decode(msgpack.packb({"v": 1, "msg": "vote_request", "term": 2**64 - 1, "candidate": 2,
-                                          "last_index": 0, "last_term": 0, "pre_vote": False}))
-    except RemoteProtocolError:
-        return
-    pair.sql.save_hard_state(msg.term, None)
+    with pytest.raises(RemoteProtocolError, match="64-bit"):
+        codec.decode(msgpack.packb(body))

@@ -159,7 +159,7 @@ def test_after_frame_fuzzing_every_node_lives_and_state_is_consistent(shared_clu
     assert reply.status == 200
     leader = shared_cluster.leader()
     log = shared_cluster.order_log(leader)
-    assert [r[0] for r in log] == list(range(len(log)))
+    assert [r[0] for r in log] == list(range(1, len(log) + 1))
     stocks = shared_cluster.stocks()
     for name, initial in initial_stocks().items():
         assert stocks[name][1] == initial + sum(q if s == "sell" else -q for _, _, n, q, s in log if n == name)

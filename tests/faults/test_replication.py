@@ -229,7 +229,7 @@ class TestLeaderDiesBetweenCatalogAndLog:
                        "identical logs")
             log = cluster.order_log(survivor)
             assert [r[1] for r in log].count("lonely-1") == 1
-            assert [r[0] for r in log] == list(range(len(log)))
+            assert [r[0] for r in log] == list(range(1, len(log) + 1))
             txn = next(r[0] for r in log if r[1] == "lonely-1")
             assert cluster.api.get(f"/orders/{txn}").data == {
                 "transaction_number": txn, "name": "FishCo", "quantity": 4, "type": "buy"}

@@ -9,7 +9,9 @@ subscriber that missed the final change of a burst still sees the gap.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 
 import zmq
 
@@ -20,7 +22,7 @@ from common.errors import RemoteProtocolError, error_code
 from common.heartbeat import Ticker
 from common.logs import get_logger
 from common.node import DRAIN_LIMIT, Loop, serve
-from common.protocol import ApplyTrades, Error, ErrorCode, Fence, Fenced, Lookup, Message, Topic
+from common.protocol import ApplyTrades, Error, ErrorCode, Fence, Fenced, Lookup, Message, Topic, TradesApplied
 
 from .rules import Catalog
 from .store import SqliteCatalogStore
@@ -67,12 +69,17 @@ class CatalogServer:
             rpc.send_reply(self.router, envelope, self.handle(msg))
 
     def handle(self, msg: Message | RemoteProtocolError) -> Message:
-        """Answer one request (never raises on bad input); publish what it changed."""
+        """Answer one request (never raises on bad input); publish what it changed.
+
+        A traced batch (``ApplyTrades.trace``) gets the time it arrived, was
+        committed and was published in its reply (:mod:`common.trace`)."""
+        received = time.monotonic() if isinstance(msg, ApplyTrades) and msg.trace else None
         if isinstance(msg, RemoteProtocolError):
             self.counters["bad_requests"] += 1
             log.warning("bad request", error=str(msg))
             return Error(error_code(msg), str(msg))
         reply, changes = self.catalog.handle(msg)
+        committed = time.monotonic() if received is not None else None
         if isinstance(msg, Lookup):
             self.counters["lookups"] += 1
         elif isinstance(reply, Error) and reply.code == ErrorCode.STALE_EPOCH:
@@ -88,4 +95,6 @@ class CatalogServer:
                      more=reply.more)
         for change in changes:
             self.bus.publish(Topic.STOCK, change)
+        if received is not None and isinstance(reply, TradesApplied):
+            reply = dataclasses.replace(reply, trace=[received, committed, time.monotonic()])
         return reply

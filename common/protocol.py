@@ -129,12 +129,14 @@ class TradeItem(Message):
 @dataclass(frozen=True, slots=True)
 class ApplyTrades(Message):
     """The order leader asks the catalog to apply a batch of trades, in order,
-    in one durable transaction. ``epoch`` fences deposed leaders out."""
+    in one durable transaction. ``epoch`` fences deposed leaders out;
+    ``trace`` asks for the catalog's timestamps in the reply (docs/PERFORMANCE.md)."""
 
     MSG: ClassVar[str] = "apply_trades"
     epoch: int
     batch: int
     trades: list[TradeItem]
+    trace: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,11 +154,13 @@ class TradeOutcome(Message):
 
 @dataclass(frozen=True, slots=True)
 class TradesApplied(Message):
-    """Reply to :class:`ApplyTrades`: one outcome per trade, in batch order."""
+    """Reply to :class:`ApplyTrades`: one outcome per trade, in batch order;
+    ``trace`` (when asked) is ``[received, committed, replied]``, monotonic seconds."""
 
     MSG: ClassVar[str] = "trades_applied"
     batch: int
     outcomes: list[TradeOutcome]
+    trace: list[float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,19 +203,22 @@ class Fenced(Message):
 @dataclass(frozen=True, slots=True)
 class PlaceTrade(Message):
     """The frontend asks the order leader to carry out one trade. The
-    ``request_id`` makes retries safe: the same id always gets the same result."""
+    ``request_id`` makes retries safe: the same id always gets the same result.
+    ``trace`` asks for the timestamps of every stage in the reply."""
 
     MSG: ClassVar[str] = "place_trade"
     request_id: str
     name: str
     quantity: int
     side: str
+    trace: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class TradeDone(Message):
     """A trade is durable on a majority of replicas. ``stock`` is the catalog
-    row after the trade, when known, so the frontend can refresh its cache."""
+    row after the trade, when known, so the frontend can refresh its cache.
+    ``trace``: stage name -> monotonic seconds, when the request asked."""
 
     MSG: ClassVar[str] = "trade_done"
     txn: int
@@ -219,6 +226,7 @@ class TradeDone(Message):
     quantity: int
     side: str
     stock: StockInfo | None = None
+    trace: dict[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +306,8 @@ class VoteReply(Message):
 class AppendEntries(Message):
     """The leader replicates entries (or, empty, asserts its leadership).
     ``probe`` numbers the leader's heartbeat rounds; the reply echoes it, which
-    lets the leader confirm it still leads before answering a read."""
+    lets the leader confirm it still leads before answering a read.
+    ``trace`` asks the follower for its timestamps."""
 
     MSG: ClassVar[str] = "append_entries"
     term: int
@@ -308,12 +317,14 @@ class AppendEntries(Message):
     entries: list[LogEntry]
     commit: int
     probe: int = 0
+    trace: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class AppendReply(Message):
     """Answer to :class:`AppendEntries`. On success ``match_index`` is the last
-    index known equal to the leader's; on failure ``hint`` is where to retry."""
+    index known equal to the leader's; on failure ``hint`` is where to retry.
+    ``trace`` (when the request asked) is ``[received, replied]``."""
 
     MSG: ClassVar[str] = "append_reply"
     term: int
@@ -322,6 +333,7 @@ class AppendReply(Message):
     match_index: int
     hint: int
     probe: int = 0
+    trace: list[float] | None = None
 
 
 # --- bus ------------------------------------------------------------------

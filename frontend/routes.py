@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 
 import gevent
@@ -19,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from common.errors import RemoteError
 from common.logs import get_logger
 from common.protocol import MAX_NAME_LENGTH, MAX_REQUEST_ID_LENGTH, ErrorCode, trade_problem
+from common.trace import TRACE_HEADER
 
 from .backend import Unavailable
 
@@ -68,13 +70,18 @@ def lookup(name: str):
 
 @api.post("/orders")
 def place_order():
+    trace = {"fe_start": time.monotonic()} if TRACE_HEADER in request.headers else None
     name, quantity, side = parse_trade(request.get_data(cache=False))
     key = request.headers.get("Idempotency-Key")
     if key is not None and not _KEY_PATTERN.fullmatch(key):
         raise BadRequest(f"Idempotency-Key must be 1 to {MAX_REQUEST_ID_LENGTH} visible ASCII characters")
-    done = _state().backend.trade(key or uuid.uuid4().hex, name, quantity, side)
-    return jsonify({"data": {"transaction_number": done.txn, "name": done.name, "quantity": done.quantity,
-                             "type": done.side}})
+    done = _state().backend.trade(key or uuid.uuid4().hex, name, quantity, side, trace)
+    response = jsonify({"data": {"transaction_number": done.txn, "name": done.name, "quantity": done.quantity,
+                                 "type": done.side}})
+    if trace is not None:  # common.trace: the stamps of every hop, for the benchmark
+        trace["fe_end"] = time.monotonic()
+        response.headers[TRACE_HEADER] = json.dumps(trace, separators=(",", ":"))
+    return response
 
 
 @api.get("/orders/<path:number>")

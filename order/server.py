@@ -50,6 +50,7 @@ from .raft import (
 )
 from .replica import Replica
 from .store import SqliteLog
+from .tracer import Tracer
 
 log = get_logger(__name__)
 
@@ -104,6 +105,7 @@ class OrderServer:
         self.loop.watch(self.bus.sock, "bus", self.on_socket_event)
         self.beat = Ticker(config.heartbeat.interval_s, now)
         self.counters = {"trades": 0, "reads": 0, "bad_requests": 0, "dropped_sends": 0}
+        self.tracer = Tracer()
         log.info("order replica ready", id=me.id, endpoint=me.endpoint.bind, term=self.replica.raft.term,
                  last_index=self.store.last_index(), failpoint=failpoint)
 
@@ -143,9 +145,14 @@ class OrderServer:
                 log.warning("bad request", error=str(msg))
                 rpc.send_reply(self.router, envelope, Error(error_code(msg), str(msg)))
             elif isinstance(msg, PEER_MESSAGES):
+                self.tracer.from_peer(msg, now)
                 self.execute(self.replica.on_peer(msg, now))
             elif isinstance(msg, CLIENT_MESSAGES):
-                self.counters["trades" if isinstance(msg, PlaceTrade) else "reads"] += 1
+                if isinstance(msg, PlaceTrade):
+                    self.counters["trades"] += 1
+                    self.tracer.on_place(envelope, msg, now)
+                else:
+                    self.counters["reads"] += 1
                 self.execute(self.replica.on_client(envelope, msg, now))
             else:
                 self.counters["bad_requests"] += 1
@@ -166,6 +173,7 @@ class OrderServer:
             if self.failpoint == "after-catalog-apply" and isinstance(msg, TradesApplied):
                 if any(o.status == "ok" and o.stock is not None for o in msg.outcomes):
                     self._crash("the catalog applied a batch the log does not hold yet")
+            self.tracer.from_catalog(msg, now)
             self.execute(self.replica.on_catalog(msg, now))
 
     def drain_peer(self, sock: zmq.Socket) -> None:
@@ -211,20 +219,26 @@ class OrderServer:
     # --- outputs ----------------------------------------------------------------
 
     def execute(self, outputs: list) -> None:
+        tracer = self.tracer
         for out in outputs:
             if isinstance(out, SendPeer):
-                self._send(self.peers.get(out.peer), out.msg)
+                msg = tracer.to_peer(out.msg, time.monotonic()) if tracer.active else out.msg
+                self._send(self.peers.get(out.peer), msg)
             elif isinstance(out, ToClient):
                 if (self.failpoint == "before-trade-reply" and isinstance(out.msg, TradeDone)
                         and out.msg.stock is not None):
                     self._crash("a trade committed but its reply was not sent")
-                rpc.send_reply(self.router, out.ref, out.msg)
+                msg = tracer.to_client(out.ref, out.msg, time.monotonic()) if tracer.active else out.msg
+                rpc.send_reply(self.router, out.ref, msg)
             elif isinstance(out, ToCatalog):
-                self._send(self.catalog, out.msg)
+                self._send(self.catalog, tracer.to_catalog(out.msg, time.monotonic()) if tracer.active else out.msg)
             elif isinstance(out, Flush):
                 # The sends above are on their way; now our own fsync, in parallel with theirs.
                 self.store.flush()
-                self.execute(self.replica.flushed(time.monotonic()))
+                now = time.monotonic()
+                if tracer.active:
+                    tracer.flushed(self.store.last_index(), now)
+                self.execute(self.replica.flushed(now))
             elif isinstance(out, BecameLeader):
                 self.bus.event("leader_elected", leader=self.me.id, epoch=out.term,
                                last_index=self.store.last_index())

@@ -1,8 +1,9 @@
 """The frontend's way to the catalog and the order leader, over ZeroMQ.
 
 :class:`Backend` is shared by every request handler (greenlet) of the
-frontend. Each call borrows a REQ socket from a pool, so no socket is used
-by two handlers at once; a socket that timed out is closed, never reused.
+frontend. It keeps one :class:`frontend.channel.Channel` (a DEALER) per
+backend, on which every handler's requests are in flight at once, each
+matched to its reply by a request id.
 
 Lookups go to the cache first, then to the catalog, retried up to
 ``lookup_attempts`` times. Trades and order queries go to the replica the
@@ -21,14 +22,13 @@ from collections.abc import Callable
 
 import zmq
 
-from common import rpc
 from common.config import Config
 from common.errors import NotLeader, PeerUnavailable, RemoteError, RemoteProtocolError, RpcTimeout
 from common.logs import get_logger
 from common.protocol import ErrorCode, GetOrder, Lookup, Message, OrderInfo, PlaceTrade, StockInfo, TradeDone
 
-from . import greenwait
 from .cache import Cached, LookupCache
+from .channel import POLL_SLICE_S, Channel
 from .leader import LeaderTracker
 
 log = get_logger(__name__)
@@ -59,17 +59,20 @@ class Backend:
 
     def __init__(self, config: Config, ctx: zmq.Context, cache: LookupCache | None, tracker: LeaderTracker,
                  lock: threading.Lock, failpoint: str | None = None,
-                 watch: Callable[[zmq.Socket, str], None] | None = None) -> None:
+                 watch: Callable[[zmq.Socket, str], None] | None = None,
+                 channel: Callable[[str, str], Channel] | None = None) -> None:
         """:param watch: ``watch(socket, label)`` attaches the socket monitor to
-        each new REQ socket (the bus watcher reports the events)."""
+        each backend's socket (the bus watcher reports the events).
+        :param channel: ``channel(endpoint, label)`` opens the way to one
+        backend (default: a :class:`Channel`; tests pass fakes)."""
         self.timeouts = config.timeouts
 
-        def pool(endpoint: str, label: str) -> rpc.ReqPool:
-            return rpc.ReqPool(ctx, endpoint, None if watch is None else (lambda sock: watch(sock, label)),
-                               wait=greenwait.wait)
+        def open_channel(endpoint: str, label: str) -> Channel:
+            return Channel(ctx, endpoint, None if watch is None else (lambda sock: watch(sock, label)))
 
-        self.catalog = pool(config.catalog.endpoint.connect, "catalog")
-        self.replicas = {r.id: pool(r.endpoint.connect, r.name) for r in config.orders}
+        opener = channel or open_channel
+        self.catalog = opener(config.catalog.endpoint.connect, "catalog")
+        self.replicas = {r.id: opener(r.endpoint.connect, r.name) for r in config.orders}
         self.cache = cache
         self.tracker = tracker
         self.lock = lock
@@ -78,8 +81,8 @@ class Backend:
 
     def close(self) -> None:
         self.catalog.close()
-        for pool in self.replicas.values():
-            pool.close()
+        for channel in self.replicas.values():
+            channel.close()
 
     # --- lookups --------------------------------------------------------------
 
@@ -107,7 +110,7 @@ class Backend:
         for attempt in range(self.timeouts.lookup_attempts):
             self.counters["catalog_calls"] += 1
             try:
-                reply = rpc.call(self.catalog, msg, timeout_s)
+                reply = self.catalog.request(msg, timeout_s)
             except (PeerUnavailable, RpcTimeout, RemoteProtocolError) as exc:
                 log.warning("catalog did not answer", attempt=attempt + 1, error=str(exc))
                 self.counters["retries"] += 1
@@ -121,13 +124,21 @@ class Backend:
 
     # --- orders ---------------------------------------------------------------
 
-    def trade(self, request_id: str, name: str, quantity: int, side: str) -> TradeDone:
+    def trade(self, request_id: str, name: str, quantity: int, side: str,
+              trace: dict[str, float] | None = None) -> TradeDone:
         """Place a trade on the order leader, retrying with the same request id.
 
+        :param trace: if given, the trade is traced (:mod:`common.trace`): its
+            timestamps, the frontend's and the backends', are added to it.
         :raises RemoteError: ``stock_not_found``, ``not_enough_stock``, ``key_reused``.
         :raises Unavailable: no leader answered before the trade deadline.
         """
-        reply = self._ask_leader(PlaceTrade(request_id, name, quantity, side), trade=True)
+        if trace is not None:
+            trace["fe_sent"] = time.monotonic()
+        reply = self._ask_leader(PlaceTrade(request_id, name, quantity, side, trace=trace is not None), trade=True)
+        if trace is not None:
+            trace["fe_reply"] = time.monotonic()
+            trace.update(reply.trace or {})
         if self.cache is not None:
             with self.lock:
                 self.cache.on_trade(reply.stock, name)
@@ -166,8 +177,8 @@ class Backend:
 
             self.counters["order_calls"] += 1
             try:
-                return rpc.call(self.replicas[target], msg, min(request_s, remaining),
-                                cancel=leader_moved, connect_s=min(CONNECT_S, remaining))
+                return self.replicas[target].request(msg, min(request_s, remaining), cancel=leader_moved,
+                                                     connect_s=min(CONNECT_S, remaining))
             except NotLeader as exc:
                 with self.lock:
                     if not self.tracker.announce(exc.leader_hint, exc.epoch or 0):
@@ -194,4 +205,4 @@ class Backend:
     def _wait_for_news(self, version: int, timeout_s: float) -> None:
         end = time.monotonic() + timeout_s
         while self.tracker.version == version and time.monotonic() < end:
-            time.sleep(rpc.POLL_SLICE_MS / 1000)
+            time.sleep(POLL_SLICE_S)

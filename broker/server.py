@@ -22,6 +22,7 @@ from common.config import Config
 from common.heartbeat import Ticker
 from common.logs import get_logger
 from common.node import Loop
+from common.protocol import NodeKind
 
 log = get_logger(__name__)
 
@@ -43,7 +44,8 @@ class Broker:
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.bind(f"inproc://broker-control-{id(self)}")
         self.proxy = threading.Thread(target=self._proxy, name="proxy", daemon=True)
-        self.bus = Publisher(ctx, config.broker.xsub.connect, "broker", config.heartbeat.interval_ms)
+        self.bus = Publisher(ctx, config.broker.xsub.connect, "broker", NodeKind.BROKER,
+                             config.heartbeat.interval_ms)
         self.beat = Ticker(config.heartbeat.interval_s, now)
         log.info("broker ready", xsub=config.broker.xsub.bind, xpub=config.broker.xpub.bind)
 

@@ -21,8 +21,8 @@ from common.heartbeat import Ticker
 from common.logs import get_logger
 from common.node import DRAIN_LIMIT, Loop, serve
 from common.protocol import (
-    ApplyTrades, Error, ErrorCode, Fence, Fenced, Lookup, Message, StockChanged, Topic,
-    TradesApplied, trade_problem,
+    ApplyTrades, CatalogStatus, Error, ErrorCode, Fence, Fenced, Lookup, Message, NodeKind, StockChanged,
+    Topic, TradesApplied, trade_problem,
 )
 
 from .store import CatalogStore, StaleEpoch
@@ -41,11 +41,13 @@ class CatalogServer:
         self.loop = Loop(stop)
         self.router = sockets.make_socket(ctx, zmq.ROUTER)
         self.router.bind(config.catalog.endpoint.bind)
-        self.bus = Publisher(ctx, config.broker.xsub.connect, "catalog", config.heartbeat.interval_ms)
+        self.bus = Publisher(ctx, config.broker.xsub.connect, "catalog", NodeKind.CATALOG,
+                             config.heartbeat.interval_ms)
         self.loop.add(self.router, self.on_requests)
         self.loop.watch(self.router, "router", self.on_socket_event)
         self.loop.watch(self.bus.sock, "bus", self.on_socket_event)
         self.beat = Ticker(config.heartbeat.interval_s, now)
+        # CatalogStatus's counters (the heartbeat fails at once if a name is wrong).
         self.counters = {"lookups": 0, "trades": 0, "batches": 0, "bad_requests": 0}
         log.info("catalog ready", endpoint=config.catalog.endpoint.bind, stocks=len(self.store.stocks),
                  seq=self.store.seq, fence=self.store.fence)
@@ -55,7 +57,7 @@ class CatalogServer:
 
     def tick(self, now: float) -> float:
         if self.beat.due(now):
-            self.bus.heartbeat({"seq": self.store.seq, "fence": self.store.fence, **self.counters})
+            self.bus.heartbeat(CatalogStatus(seq=self.store.seq, fence=self.store.fence, **self.counters))
         return self.beat.remaining(now)
 
     def on_socket_event(self, label: str, event: str, endpoint: str) -> None:

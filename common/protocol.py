@@ -16,7 +16,9 @@ Message families:
   :class:`Error`;
 * replication (replica DEALER -> replica ROUTER): :class:`VoteRequest`,
   :class:`VoteReply`, :class:`AppendEntries`, :class:`AppendReply`;
-* the bus (PUB -> broker -> SUB), one topic per family: :class:`Heartbeat`,
+* the bus (PUB -> broker -> SUB), one topic per family: :class:`Heartbeat`
+  (carrying the sender's :class:`NodeKind` and its status:
+  :class:`ReplicaStatus`, :class:`CatalogStatus` or :class:`FrontendStatus`),
   :class:`LeaderAnnouncement`, :class:`StockChanged`, :class:`NodeEvent`.
 """
 
@@ -26,7 +28,8 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, ClassVar
 
-PROTOCOL_VERSION = 1
+# 2: heartbeats carry a kind and a typed status instead of a free map.
+PROTOCOL_VERSION = 2
 
 # Limits every node enforces on input (docs/PROTOCOL.md, "Limits").
 MAX_TRADE_QUANTITY = 1_000_000
@@ -66,6 +69,24 @@ class TradeStatus(StrEnum):
     NOT_ENOUGH_STOCK = "not_enough_stock"
     STOCK_NOT_FOUND = "stock_not_found"
     KEY_REUSED = "key_reused"
+
+
+class NodeKind(StrEnum):
+    """What a node is, as its :class:`Heartbeat` says."""
+
+    BROKER = "broker"
+    CATALOG = "catalog"
+    REPLICA = "replica"
+    FRONTEND = "frontend"
+
+
+class ReplicaRole(StrEnum):
+    """An order replica's Raft role (``order.raft`` calls it ``Role``)."""
+
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre_candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,17 +349,121 @@ class AppendReply(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaStatus(Message):
+    """An order replica's figures, in its heartbeat: Raft's (``id`` to
+    ``down``), the trading desk's (``ready`` to ``last_txn``) and counters since
+    the process started (``trades`` to ``dropped_sends``)."""
+
+    MSG: ClassVar[str] = "replica_status"
+    KIND: ClassVar[NodeKind] = NodeKind.REPLICA
+    id: int
+    role: ReplicaRole
+    term: int
+    commit: int
+    last_index: int
+    recovering: bool
+    down: list[int]
+    ready: bool
+    queued: int
+    awaiting: int
+    next_txn: int
+    last_txn: int
+    trades: int
+    reads: int
+    bad_requests: int
+    dropped_sends: int
+    leader: int | None = None
+    batch: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogStatus(Message):
+    """The catalog's figures, in its heartbeat: its last change number, its
+    fence, and counters since the process started."""
+
+    MSG: ClassVar[str] = "catalog_status"
+    KIND: ClassVar[NodeKind] = NodeKind.CATALOG
+    seq: int
+    fence: int
+    lookups: int
+    trades: int
+    batches: int
+    bad_requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStatus(Message):
+    """A frontend's lookup cache (inside :class:`FrontendStatus`)."""
+
+    MSG: ClassVar[str] = "cache_status"
+    size: int
+    capacity: int
+    streaming: bool
+    hits: int
+    misses: int
+    bypassed: int
+    installs: int
+    stale_refused: int
+    invalidations: int
+    evictions: int
+    flushes: int
+    hit_rate: float
+    stream_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderBelief(Message):
+    """Which replica a frontend believes leads, at which epoch (inside
+    :class:`FrontendStatus`)."""
+
+    MSG: ClassVar[str] = "leader_belief"
+    epoch: int
+    leader: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatus(Message):
+    """A frontend's calls to the backends, counted since it started (inside
+    :class:`FrontendStatus`)."""
+
+    MSG: ClassVar[str] = "backend_status"
+    catalog_calls: int
+    order_calls: int
+    retries: int
+    unavailable: int
+
+
+@dataclass(frozen=True, slots=True)
+class FrontendStatus(Message):
+    """A frontend's figures, in its heartbeat and (as JSON) in ``GET /stats``.
+    ``cache`` is None when the frontend runs without a cache; ``heard`` maps
+    every node it hears on the bus to the seconds since its last heartbeat."""
+
+    MSG: ClassVar[str] = "frontend_status"
+    KIND: ClassVar[NodeKind] = NodeKind.FRONTEND
+    node: str
+    leader: LeaderBelief
+    backend: BackendStatus
+    heard: dict[str, float]
+    cache: CacheStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Heartbeat(Message):
     """Published by every node every heartbeat interval. ``incarnation`` changes
-    on each start; ``status`` holds the node's own figures (PROTOCOL.md lists
-    the keys per node)."""
+    on each start; ``kind`` says what the node is, and the status of that kind
+    (``replica``, ``catalog`` or ``frontend``; the broker has none) holds its
+    figures."""
 
     MSG: ClassVar[str] = "heartbeat"
     node: str
     incarnation: str
     seq: int
     interval_ms: int
-    status: dict[str, Any] = field(default_factory=dict)
+    kind: NodeKind
+    replica: ReplicaStatus | None = None
+    catalog: CatalogStatus | None = None
+    frontend: FrontendStatus | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +505,7 @@ MESSAGES: dict[str, type[Message]] = {
         Error, Lookup, StockInfo, TradeItem, ApplyTrades, TradeOutcome, TradesApplied,
         Fence, JournalEntry, Fenced, PlaceTrade, TradeDone, GetOrder, OrderInfo,
         TradeRecord, LogEntry, VoteRequest, VoteReply, AppendEntries, AppendReply,
+        ReplicaStatus, CatalogStatus, CacheStatus, LeaderBelief, BackendStatus, FrontendStatus,
         Heartbeat, LeaderAnnouncement, StockChanged, NodeEvent,
     )
 }

@@ -73,7 +73,7 @@ class Backend:
         self.cache = cache
         self.tracker = tracker
         self.lock = lock
-        self.counters = {"catalog_calls": 0, "order_calls": 0, "retries": 0, "unavailable": 0}
+        self.counters = {"catalog_calls": 0, "order_calls": 0, "retries": 0, "unavailable": 0}  # BackendStatus
         self.failpoint = failpoint
 
     def close(self) -> None:

@@ -26,7 +26,7 @@ from common.bus import Publisher, Subscriber
 from common.config import Config
 from common.heartbeat import Liveness, Ticker
 from common.logs import get_logger
-from common.protocol import Heartbeat, LeaderAnnouncement, StockChanged, Topic
+from common.protocol import FrontendStatus, Heartbeat, LeaderAnnouncement, NodeKind, StockChanged, Topic
 
 from . import greenwait
 from .cache import LookupCache
@@ -42,7 +42,7 @@ class BusWatcher:
     """
 
     def __init__(self, config: Config, ctx: zmq.Context, name: str, cache: LookupCache | None,
-                 tracker: LeaderTracker, lock: threading.Lock, status: Callable[[], dict]) -> None:
+                 tracker: LeaderTracker, lock: threading.Lock, status: Callable[[], FrontendStatus]) -> None:
         self.config = config
         self.ctx = ctx
         self.name = name
@@ -84,7 +84,7 @@ class BusWatcher:
         # Without a cache the stock changes concern nobody here: do not even receive them.
         topics = (Topic.HEARTBEAT, Topic.LEADER) + ((Topic.STOCK,) if self.cache is not None else ())
         sub = Subscriber(self.ctx, self.config.broker.xpub.connect, topics, connect=False)
-        pub = Publisher(self.ctx, self.config.broker.xsub.connect, self.name, hb.interval_ms)
+        pub = Publisher(self.ctx, self.config.broker.xsub.connect, self.name, NodeKind.FRONTEND, hb.interval_ms)
         monitors = {sockets.watch(sub.sock): "sub", sockets.watch(pub.sock): "bus"}
         sub.connect()
         beat = Ticker(hb.interval_s, time.monotonic())
@@ -132,7 +132,7 @@ class BusWatcher:
                 elif isinstance(msg, Heartbeat):
                     self.nodes.heard(msg.node, now, msg.incarnation)
                     if self.cache is not None:
-                        self.cache.on_heartbeat(msg.node, msg.incarnation, msg.status, now)
+                        self.cache.on_heartbeat(msg, now)
                 elif isinstance(msg, LeaderAnnouncement):
                     if self.tracker.announce(msg.leader, msg.epoch):
                         log.info("leader changed", leader=msg.leader, epoch=msg.epoch)
@@ -157,5 +157,6 @@ class BusWatcher:
                     self.cache.bus_disconnected()
         return False
 
-    def snapshot(self, now: float) -> dict:
+    def snapshot(self, now: float) -> dict[str, float]:
+        """Seconds since each node's last heartbeat (``FrontendStatus.heard``)."""
         return {node: round(self.nodes.age(node, now), 3) for node in self.nodes.nodes()}

@@ -42,9 +42,10 @@ What it adds to textbook Raft, and why:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
-from common.protocol import AppendEntries, AppendReply, LogEntry, Message, TradeRecord, VoteReply, VoteRequest
+from common.protocol import (
+    AppendEntries, AppendReply, LogEntry, Message, ReplicaRole, TradeRecord, VoteReply, VoteRequest,
+)
 
 from .log import LogStore
 
@@ -54,11 +55,8 @@ MAX_ENTRIES_PER_MESSAGE = 256
 MAX_INFLIGHT_ENTRIES = 4096
 
 
-class Role(StrEnum):
-    FOLLOWER = "follower"
-    PRE_CANDIDATE = "pre_candidate"
-    CANDIDATE = "candidate"
-    LEADER = "leader"
+# The role is on the wire too (in heartbeats), so the protocol defines it.
+Role = ReplicaRole
 
 
 @dataclass(frozen=True)
@@ -195,9 +193,10 @@ class Raft:
         return self.role is Role.LEADER
 
     def snapshot(self) -> dict:
-        """The state worth showing (status, tests, the monitor)."""
+        """The state worth showing (tests, and the heartbeat's
+        :class:`common.protocol.ReplicaStatus`, whose fields these keys name)."""
         return {
-            "id": self.me, "role": self.role.value, "term": self.term, "leader": self.leader,
+            "id": self.me, "role": self.role, "term": self.term, "leader": self.leader,
             "commit": self.commit, "last_index": self.log.last_index(), "recovering": self.recovering,
             "down": sorted(self.down),
         }

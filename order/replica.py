@@ -85,6 +85,7 @@ class Replica:
                      epoch=self.raft.term)
 
     def snapshot(self) -> dict:
+        """Raft's and the desk's figures, keyed by :class:`common.protocol.ReplicaStatus` field."""
         return {**self.raft.snapshot(), **self.desk.snapshot()}
 
     # --- internals ------------------------------------------------------------

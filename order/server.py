@@ -40,8 +40,8 @@ from common.heartbeat import Ticker
 from common.logs import get_logger
 from common.node import DRAIN_LIMIT, Loop, readable, serve
 from common.protocol import (
-    AppendEntries, AppendReply, Error, ErrorCode, GetOrder, LeaderAnnouncement, PlaceTrade, Topic,
-    TradeDone, TradesApplied, VoteReply, VoteRequest,
+    AppendEntries, AppendReply, Error, ErrorCode, GetOrder, LeaderAnnouncement, NodeKind, PlaceTrade,
+    ReplicaStatus, Topic, TradeDone, TradesApplied, VoteReply, VoteRequest,
 )
 
 from .desk import ToCatalog, ToClient
@@ -100,9 +100,11 @@ class OrderServer:
         self.catalog.connect(config.catalog.endpoint.connect)
         self.loop.add(self.catalog, self.on_catalog)
         self.loop.watch(self.catalog, "catalog", self.on_socket_event)
-        self.bus = Publisher(ctx, config.broker.xsub.connect, me.name, config.heartbeat.interval_ms)
+        self.bus = Publisher(ctx, config.broker.xsub.connect, me.name, NodeKind.REPLICA,
+                             config.heartbeat.interval_ms)
         self.loop.watch(self.bus.sock, "bus", self.on_socket_event)
         self.beat = Ticker(config.heartbeat.interval_s, now)
+        # ReplicaStatus's counters (the heartbeat fails at once if a name is wrong).
         self.counters = {"trades": 0, "reads": 0, "bad_requests": 0, "dropped_sends": 0}
         log.info("order replica ready", id=me.id, endpoint=me.endpoint.bind, term=self.replica.raft.term,
                  last_index=self.store.last_index(), failpoint=failpoint)
@@ -121,9 +123,8 @@ class OrderServer:
 
     def heartbeat(self) -> None:
         raft = self.replica.raft
-        status = {**self.replica.snapshot(), "last_txn": self.store.last_txn(), **self.counters}
-        status["down"] = ",".join(map(str, status["down"]))
-        self.bus.heartbeat(status)
+        self.bus.heartbeat(ReplicaStatus(**self.replica.snapshot(), last_txn=self.store.last_txn(),
+                                         **self.counters))
         if raft.is_leader():
             self.bus.publish(Topic.LEADER, LeaderAnnouncement(
                 leader=self.me.id, epoch=raft.term, endpoint=self.me.endpoint.connect,

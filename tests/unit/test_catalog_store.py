@@ -12,7 +12,7 @@ import pytest
 from catalog.store import CatalogStore, StaleEpoch
 from common import codec
 from common.errors import ConfigError, RemoteProtocolError
-from common.protocol import JournalEntry, StockInfo, TradeItem, TradeOutcome
+from common.protocol import PROTOCOL_VERSION, JournalEntry, StockInfo, TradeItem, TradeOutcome
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -316,7 +316,7 @@ def test_a_failed_batch_leaves_nothing_behind(store, db_path, csv_path):
 @pytest.mark.parametrize("field", ["epoch", "after_seq"])
 def test_a_fence_with_a_number_beyond_int64_never_reaches_sqlite(store, field):
     # SQLite stores signed 64-bit integers; an OverflowError would end the catalog's loop.
-    body = {"v": 1, "msg": "fence", "epoch": 1, "after_seq": 0, "limit": 10, field: 2**64 - 1}
+    body = {"v": PROTOCOL_VERSION, "msg": "fence", "epoch": 1, "after_seq": 0, "limit": 10, field: 2**64 - 1}
     try:
         fence = codec.decode(msgpack.packb(body))
     except RemoteProtocolError:

@@ -12,7 +12,7 @@ import pytest
 
 from common import codec
 from common.errors import RemoteProtocolError
-from common.protocol import LogEntry, TradeRecord
+from common.protocol import PROTOCOL_VERSION, LogEntry, TradeRecord
 from order.log import MemoryLog
 from order.store import SqliteLog
 
@@ -314,7 +314,7 @@ def test_the_largest_int64_values_are_stored(pair):
 def test_a_get_order_beyond_int64_never_reaches_sqlite(pair):
     # SQLite stores signed 64-bit integers; an OverflowError would end the replica's loop.
     try:
-        msg = codec.decode(msgpack.packb({"v": 1, "msg": "get_order", "txn": 2**64 - 1}))
+        msg = codec.decode(msgpack.packb({"v": PROTOCOL_VERSION, "msg": "get_order", "txn": 2**64 - 1}))
     except RemoteProtocolError:
         return
     assert pair.sql.by_txn(msg.txn) is None
@@ -322,8 +322,8 @@ def test_a_get_order_beyond_int64_never_reaches_sqlite(pair):
 
 def test_a_term_beyond_int64_never_reaches_the_hard_state(pair):
     try:
-        msg = codec.decode(msgpack.packb({"v": 1, "msg": "vote_request", "term": 2**64 - 1, "candidate": 2,
-                                          "last_index": 0, "last_term": 0, "pre_vote": False}))
+        msg = codec.decode(msgpack.packb({"v": PROTOCOL_VERSION, "msg": "vote_request", "term": 2**64 - 1,
+                                          "candidate": 2, "last_index": 0, "last_term": 0, "pre_vote": False}))
     except RemoteProtocolError:
         return
     pair.sql.save_hard_state(msg.term, None)

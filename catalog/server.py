@@ -21,8 +21,8 @@ from common.heartbeat import Ticker
 from common.logs import get_logger
 from common.node import DRAIN_LIMIT, Loop, serve
 from common.protocol import (
-    ApplyTrades, CatalogStatus, Error, ErrorCode, Fence, Fenced, Lookup, Message, NodeKind, StockChanged,
-    Topic, TradesApplied, trade_problem,
+    ApplyTrades, CatalogStatus, Error, ErrorCode, Fence, Fenced, Lookup, Message, NodeKind, SocketEvent,
+    StartedEvent, StockChanged, Topic, TradesApplied, trade_problem,
 )
 
 from .store import CatalogStore, StaleEpoch
@@ -53,7 +53,7 @@ class CatalogServer:
                  seq=self.store.seq, fence=self.store.fence)
 
     def run(self) -> None:
-        serve(self.loop, self.bus, self.tick, self.store.close, seq=self.store.seq)
+        serve(self.loop, self.bus, self.tick, self.store.close, StartedEvent(self.bus.node, seq=self.store.seq))
 
     def tick(self, now: float) -> float:
         if self.beat.due(now):
@@ -61,7 +61,7 @@ class CatalogServer:
         return self.beat.remaining(now)
 
     def on_socket_event(self, label: str, event: str, endpoint: str) -> None:
-        self.bus.event("socket", socket=label, event=event, endpoint=endpoint)
+        self.bus.event(SocketEvent(self.bus.node, socket=label, event=event, endpoint=endpoint))
 
     def on_requests(self) -> None:
         for got in rpc.pending_requests(self.router, DRAIN_LIMIT):

@@ -67,10 +67,16 @@ class Publisher:
             frontend=status if isinstance(status, FrontendStatus) else None,
         ))
 
-    def event(self, kind: str, **detail) -> None:
-        """Publish a :class:`NodeEvent` for the monitor (and log it)."""
-        log.info(f"event {kind}", **detail)
-        self.publish(Topic.EVENT, NodeEvent(node=self.node, kind=kind, detail=detail))
+    def event(self, event: NodeEvent) -> None:
+        """Publish one event for the monitor, and log it with its
+        :meth:`NodeEvent.details`.
+
+        :raises LocalProtocolError: if the event names another node.
+        """
+        if event.node != self.node:
+            raise LocalProtocolError(f"{self.node} cannot publish an event of {event.node}")
+        log.info(f"event {event.MSG}", **event.details())
+        self.publish(Topic.EVENT, event)
 
     def close(self, linger_ms: int = 0) -> None:
         """Close; ``linger_ms`` > 0 gives queued messages a moment to leave."""

@@ -30,8 +30,7 @@ string keys, and each value is checked as a ``T``. Anything else raises
 :class:`common.errors.RemoteProtocolError`, never a bare ``KeyError`` or
 ``TypeError``. The field types a message may use are these: ``int``,
 ``float``, ``str``, ``bool``, a ``StrEnum``, a nested message, ``list[T]``,
-``dict[str, T]`` and ``T | None``, and ``Any`` as a map's value type (left
-unchecked: :class:`common.protocol.NodeEvent`'s ``detail``); any other is a
+``dict[str, T]`` and ``T | None``; any other (``Any`` included) is a
 ``TypeError`` at import.
 """
 
@@ -194,8 +193,6 @@ def _checker_for(hint: Any) -> _Checker:
     origin = typing.get_origin(hint)
     if hint in _SCALARS:
         return _SCALARS[hint]
-    if hint is Any:
-        return lambda v, where: v
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         inner = _checker_for(args[0])

@@ -19,16 +19,22 @@ Message families:
 * the bus (PUB -> broker -> SUB), one topic per family: :class:`Heartbeat`
   (carrying the sender's :class:`NodeKind` and its status:
   :class:`ReplicaStatus`, :class:`CatalogStatus` or :class:`FrontendStatus`),
-  :class:`LeaderAnnouncement`, :class:`StockChanged`, :class:`NodeEvent`.
+  :class:`LeaderAnnouncement`, :class:`StockChanged`, and one class per
+  event kind (each a :class:`NodeEvent`): :class:`StartedEvent`,
+  :class:`StoppingEvent`, :class:`SocketEvent`, :class:`LeaderElectedEvent`,
+  :class:`SteppedDownEvent`, :class:`LeaderChangedEvent`,
+  :class:`CaughtUpEvent`, :class:`CampaignEvent`, :class:`CacheFlushedEvent`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any, ClassVar
 
-# 2: heartbeats carry a kind and a typed status instead of a free map.
+# 2: heartbeats carry a kind and a typed status instead of a free map; each
+# event kind is a message of its own instead of "event" with a free detail map.
 PROTOCOL_VERSION = 2
 
 # Limits every node enforces on input (docs/PROTOCOL.md, "Limits").
@@ -491,12 +497,110 @@ class StockChanged(Message):
 
 @dataclass(frozen=True, slots=True)
 class NodeEvent(Message):
-    """Something worth an operator's attention happened on a node."""
+    """Something worth an operator's attention happened on ``node`` (topic
+    ``event``). Not a message itself: each kind of event is a subclass, whose
+    ``MSG`` is the kind."""
 
-    MSG: ClassVar[str] = "event"
     node: str
-    kind: str
-    detail: dict[str, Any] = field(default_factory=dict)
+
+    def details(self) -> dict[str, Any]:
+        """The event's fields but ``node``, leaving out those that are None
+        (for a log line or the monitor's feed)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "node" and getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class StartedEvent(NodeEvent):
+    """The node started. The catalog says its last change number (``seq``), a
+    replica its log's ``last_index`` and ``term``, a frontend whether it runs
+    a ``cache``; the broker says nothing more."""
+
+    MSG: ClassVar[str] = "started"
+    seq: int | None = None
+    last_index: int | None = None
+    term: int | None = None
+    cache: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoppingEvent(NodeEvent):
+    """The node is shutting down cleanly; its sockets close next."""
+
+    MSG: ClassVar[str] = "stopping"
+
+
+@dataclass(frozen=True, slots=True)
+class SocketEvent(NodeEvent):
+    """One ZeroMQ socket-monitor event (``event``, e.g. ``disconnected``) of
+    the node's socket labelled ``socket``, about ``endpoint``."""
+
+    MSG: ClassVar[str] = "socket"
+    socket: str
+    event: str
+    endpoint: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderElectedEvent(NodeEvent):
+    """A replica won an election: it leads ``epoch`` (``leader`` is its id)."""
+
+    MSG: ClassVar[str] = "leader_elected"
+    leader: int
+    epoch: int
+    last_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class SteppedDownEvent(NodeEvent):
+    """A replica stopped leading; ``epoch`` is its term now."""
+
+    MSG: ClassVar[str] = "stepped_down"
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderChangedEvent(NodeEvent):
+    """A replica learned of another leader (``leader``, None if it knows of
+    none) at ``epoch``."""
+
+    MSG: ClassVar[str] = "leader_changed"
+    epoch: int
+    leader: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CaughtUpEvent(NodeEvent):
+    """A starting replica holds what its leader had committed (up to ``index``)."""
+
+    MSG: ClassVar[str] = "caught_up"
+    index: int
+    leader: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignEvent(NodeEvent):
+    """A replica asks for votes for ``epoch`` (a pre-vote first)."""
+
+    MSG: ClassVar[str] = "campaign"
+    epoch: int
+    pre_vote: bool
+    last_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class CacheFlushedEvent(NodeEvent):
+    """A frontend emptied its cache, for ``reason``; ``flushes`` counts them since it started."""
+
+    MSG: ClassVar[str] = "cache_flushed"
+    reason: str
+    flushes: int
+
+
+EVENTS: tuple[type[NodeEvent], ...] = (
+    StartedEvent, StoppingEvent, SocketEvent, LeaderElectedEvent, SteppedDownEvent, LeaderChangedEvent,
+    CaughtUpEvent, CampaignEvent, CacheFlushedEvent,
+)
 
 
 MESSAGES: dict[str, type[Message]] = {
@@ -506,7 +610,7 @@ MESSAGES: dict[str, type[Message]] = {
         Fence, JournalEntry, Fenced, PlaceTrade, TradeDone, GetOrder, OrderInfo,
         TradeRecord, LogEntry, VoteRequest, VoteReply, AppendEntries, AppendReply,
         ReplicaStatus, CatalogStatus, CacheStatus, LeaderBelief, BackendStatus, FrontendStatus,
-        Heartbeat, LeaderAnnouncement, StockChanged, NodeEvent,
+        Heartbeat, LeaderAnnouncement, StockChanged, *EVENTS,
     )
 }
 

@@ -26,7 +26,10 @@ from common.bus import Publisher, Subscriber
 from common.config import Config
 from common.heartbeat import Liveness, Ticker
 from common.logs import get_logger
-from common.protocol import FrontendStatus, Heartbeat, LeaderAnnouncement, NodeKind, StockChanged, Topic
+from common.protocol import (
+    CacheFlushedEvent, FrontendStatus, Heartbeat, LeaderAnnouncement, NodeKind, SocketEvent, StartedEvent,
+    StockChanged, StoppingEvent, Topic,
+)
 
 from . import greenwait
 from .cache import LookupCache
@@ -88,7 +91,7 @@ class BusWatcher:
         monitors = {sockets.watch(sub.sock): "sub", sockets.watch(pub.sock): "bus"}
         sub.connect()
         beat = Ticker(hb.interval_s, time.monotonic())
-        pub.event("started", cache=self.cache is not None)
+        pub.event(StartedEvent(self.name, cache=self.cache is not None))
         flushes = 0
         try:
             while not self._stop.is_set():
@@ -109,12 +112,13 @@ class BusWatcher:
                         self.cache.tick(now)
                         if self.cache.stats.flushes != flushes:
                             flushes = self.cache.stats.flushes
-                            pub.event("cache_flushed", reason=self.cache.last_flush_reason, flushes=flushes)
+                            pub.event(CacheFlushedEvent(self.name, reason=self.cache.last_flush_reason,
+                                                        flushes=flushes))
                     self.nodes.expire(now)
                 if beat.due(now):
                     pub.heartbeat(self.status())
         finally:
-            pub.event("stopping")
+            pub.event(StoppingEvent(self.name))
             with self.lock:
                 adopted, self._adopted = self._adopted, []
             for monitor in [*monitors, *(m for m, _ in adopted)]:
@@ -146,12 +150,12 @@ class BusWatcher:
             if event == "monitor_stopped":
                 return True
             if label in ("sub", "bus"):
-                pub.event("socket", socket=label, event=event, endpoint=endpoint)
+                pub.event(SocketEvent(self.name, socket=label, event=event, endpoint=endpoint))
             else:  # one of many pooled REQ sockets: report the backend's state changes only
                 state = {"connected": "up", "handshake_succeeded": "up", "disconnected": "down"}.get(event)
                 if state is not None and self._links.get((label, endpoint)) != state:
                     self._links[(label, endpoint)] = state
-                    pub.event("socket", socket=f"req:{label}", event=event, endpoint=endpoint)
+                    pub.event(SocketEvent(self.name, socket=f"req:{label}", event=event, endpoint=endpoint))
             if label == "sub" and event == "disconnected" and self.cache is not None:
                 with self.lock:
                     self.cache.bus_disconnected()

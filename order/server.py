@@ -40,8 +40,9 @@ from common.heartbeat import Ticker
 from common.logs import get_logger
 from common.node import DRAIN_LIMIT, Loop, readable, serve
 from common.protocol import (
-    AppendEntries, AppendReply, Error, ErrorCode, GetOrder, LeaderAnnouncement, NodeKind, PlaceTrade,
-    ReplicaStatus, Topic, TradeDone, TradesApplied, VoteReply, VoteRequest,
+    AppendEntries, AppendReply, CampaignEvent, CaughtUpEvent, Error, ErrorCode, GetOrder, LeaderAnnouncement,
+    LeaderChangedEvent, LeaderElectedEvent, NodeKind, PlaceTrade, ReplicaStatus, SocketEvent, StartedEvent,
+    SteppedDownEvent, Topic, TradeDone, TradesApplied, VoteReply, VoteRequest,
 )
 
 from .desk import ToCatalog, ToClient
@@ -113,7 +114,7 @@ class OrderServer:
 
     def run(self) -> None:
         serve(self.loop, self.bus, self.tick, self.store.close,
-              last_index=self.store.last_index(), term=self.replica.raft.term)
+              StartedEvent(self.me.name, last_index=self.store.last_index(), term=self.replica.raft.term))
 
     def tick(self, now: float) -> float:
         self.execute(self.replica.tick(now))
@@ -179,7 +180,7 @@ class OrderServer:
             log.warning("a peer refused a message", reply=frames[-1][:200])
 
     def on_socket_event(self, label: str, event: str, endpoint: str) -> None:
-        self.bus.event("socket", socket=label, event=event, endpoint=endpoint)
+        self.bus.event(SocketEvent(self.me.name, socket=label, event=event, endpoint=endpoint))
         peer = self.peer_by_endpoint.get(endpoint) if label.startswith("peer-") else None
         if peer is None:
             return
@@ -227,18 +228,18 @@ class OrderServer:
                 self.store.flush()
                 self.execute(self.replica.flushed(time.monotonic()))
             elif isinstance(out, BecameLeader):
-                self.bus.event("leader_elected", leader=self.me.id, epoch=out.term,
-                               last_index=self.store.last_index())
+                self.bus.event(LeaderElectedEvent(self.me.name, leader=self.me.id, epoch=out.term,
+                                                  last_index=self.store.last_index()))
                 self.heartbeat()
             elif isinstance(out, SteppedDown):
-                self.bus.event("stepped_down", epoch=out.term)
+                self.bus.event(SteppedDownEvent(self.me.name, epoch=out.term))
             elif isinstance(out, LeaderChanged):
-                self.bus.event("leader_changed", leader=out.leader, epoch=out.term)
+                self.bus.event(LeaderChangedEvent(self.me.name, leader=out.leader, epoch=out.term))
             elif isinstance(out, CaughtUp):
-                self.bus.event("caught_up", index=out.index, leader=self.replica.raft.leader)
+                self.bus.event(CaughtUpEvent(self.me.name, index=out.index, leader=self.replica.raft.leader))
             elif isinstance(out, Campaign):
-                self.bus.event("campaign", epoch=out.term, pre_vote=out.pre_vote,
-                               last_index=self.store.last_index())
+                self.bus.event(CampaignEvent(self.me.name, epoch=out.term, pre_vote=out.pre_vote,
+                                             last_index=self.store.last_index()))
             elif isinstance(out, VoteRefused):
                 log.info("vote refused", voter=out.voter, epoch=out.term, pre_vote=out.pre_vote,
                          log_ahead=out.log_ahead)

@@ -44,8 +44,9 @@ from typing import Any
 
 from common.heartbeat import Liveness
 from common.protocol import (
-    CatalogStatus, FrontendStatus, Heartbeat, LeaderAnnouncement, Message, NodeEvent, NodeKind, ReplicaRole,
-    ReplicaStatus, StockChanged, Topic,
+    CacheFlushedEvent, CampaignEvent, CatalogStatus, CaughtUpEvent, FrontendStatus, Heartbeat,
+    LeaderAnnouncement, LeaderChangedEvent, LeaderElectedEvent, Message, NodeEvent, NodeKind, ReplicaRole,
+    ReplicaStatus, SocketEvent, StockChanged, StoppingEvent, Topic,
 )
 
 from .feed import Feed, FeedItem
@@ -58,7 +59,8 @@ MONITOR = "monitor"
 # window) to reconnect to the broker before silence counts against them.
 SETTLE_S = 1.0
 # Node events already shown through a derived event (or grouped) in the feed.
-_FOLDED_EVENTS = {"socket", "leader_elected", "leader_changed", "caught_up", "cache_flushed", "campaign"}
+_FOLDED_EVENTS = (SocketEvent, LeaderElectedEvent, LeaderChangedEvent, CaughtUpEvent, CacheFlushedEvent,
+                  CampaignEvent)
 _UP_EVENTS = {"connected", "handshake_succeeded"}
 _DOWN_EVENTS = {"disconnected", "handshake_failed", "handshake_failed_protocol", "handshake_failed_auth"}
 
@@ -256,21 +258,19 @@ class MonitorState:
 
     def _on_node_event(self, msg: NodeEvent, now: float) -> list[Derived]:
         info = self._node(msg.node)
-        d = msg.detail if isinstance(msg.detail, dict) else {}
-        if msg.kind == "socket":
-            event, label, endpoint = (str(d.get(k, "")) for k in ("event", "socket", "endpoint"))
-            info.sockets[event] += 1
-            self.feed.socket(now, msg.node, label, event, endpoint)
+        if isinstance(msg, SocketEvent):
+            info.sockets[msg.event] += 1
+            self.feed.socket(now, msg.node, msg.socket, msg.event, msg.endpoint)
             return []
-        if msg.kind in ("leader_elected", "leader_changed"):
-            return self._see_leader(d.get("leader"), d.get("epoch"), now, msg.kind)
-        if msg.kind == "caught_up":
-            return self._caught_up(info, d.get("index"), now, "event")
-        if msg.kind == "cache_flushed":
-            return self._cache_flushed(info, d.get("flushes"), d.get("reason"), now)
-        if msg.kind not in _FOLDED_EVENTS:
-            self.feed.add(now, msg.kind, msg.node, d)
-        if msg.kind == "stopping" and self.live.mark_dead(msg.node):
+        if isinstance(msg, (LeaderElectedEvent, LeaderChangedEvent)):
+            return self._see_leader(msg.leader, msg.epoch, now, msg.MSG)
+        if isinstance(msg, CaughtUpEvent):
+            return self._caught_up(info, msg.index, now, "event")
+        if isinstance(msg, CacheFlushedEvent):
+            return self._cache_flushed(info, msg.flushes, msg.reason, now)
+        if not isinstance(msg, _FOLDED_EVENTS):
+            self.feed.add(now, msg.MSG, msg.node, msg.details())
+        if isinstance(msg, StoppingEvent) and self.live.mark_dead(msg.node):
             return self._died(info, now, "stopping")
         return []
 
@@ -401,8 +401,8 @@ class MonitorState:
                     out += self._cache_flushed(info, cache.flushes, None, now)
         return out
 
-    def _see_leader(self, leader: Any, epoch: Any, now: float, source: str) -> list[Derived]:
-        if type(leader) is not int or type(epoch) is not int:
+    def _see_leader(self, leader: int | None, epoch: int, now: float, source: str) -> list[Derived]:
+        if leader is None:
             return []
         if not (epoch > self.epoch or (self.leader is None and epoch >= self.epoch)):
             return []
@@ -414,14 +414,14 @@ class MonitorState:
             "previous_epoch": previous_epoch if previous is not None else None, "source": source,
         })]
 
-    def _caught_up(self, info: NodeInfo, index: Any, now: float, source: str) -> list[Derived]:
+    def _caught_up(self, info: NodeInfo, index: int, now: float, source: str) -> list[Derived]:
         if not info.awaiting_catch_up and info.last_beat is not None:
             return []
         info.awaiting_catch_up = False
         return [Derived(Kind.CAUGHT_UP, now, info.name, {"index": index, "leader": self.leader, "source": source})]
 
-    def _cache_flushed(self, info: NodeInfo, flushes: Any, reason: Any, now: float) -> list[Derived]:
-        if not _is_number(flushes) or (info.flushes is not None and flushes <= info.flushes):
+    def _cache_flushed(self, info: NodeInfo, flushes: int, reason: str | None, now: float) -> list[Derived]:
+        if info.flushes is not None and flushes <= info.flushes:
             return []  # reported already (by the event or by an earlier heartbeat)
         info.flushes = flushes
         return [Derived(Kind.CACHE_FLUSHED, now, info.name, {"reason": reason, "flushes": flushes})]
@@ -461,10 +461,6 @@ class MonitorState:
             rates={k: (r.per_s(now) if state == "alive" else None) for k, r in info.rates.items()},
             lag=lag, sockets=dict(info.sockets),
         )
-
-
-def _is_number(value: Any) -> bool:
-    return type(value) in (int, float)
 
 
 def _total(values: list[float | None]) -> float | None:

@@ -19,11 +19,12 @@ from hypothesis import strategies as st
 from common import codec
 from common.errors import LocalProtocolError, RemoteProtocolError
 from common.protocol import (
-    MESSAGES, PROTOCOL_VERSION, AppendEntries, AppendReply, ApplyTrades, BackendStatus, CacheStatus,
-    CatalogStatus, Error, ErrorCode, Fence, Fenced, FrontendStatus, GetOrder, Heartbeat, JournalEntry,
-    LeaderAnnouncement, LeaderBelief, LogEntry, Lookup, Message, NodeEvent, NodeKind, OrderInfo, PlaceTrade,
-    ReplicaRole, ReplicaStatus, StockChanged, StockInfo, Topic, TradeDone, TradeItem, TradeOutcome, TradeRecord,
-    TradesApplied, VoteReply, VoteRequest,
+    EVENTS, MESSAGES, PROTOCOL_VERSION, AppendEntries, AppendReply, ApplyTrades, BackendStatus, CacheFlushedEvent,
+    CacheStatus, CampaignEvent, CatalogStatus, CaughtUpEvent, Error, ErrorCode, Fence, Fenced, FrontendStatus,
+    GetOrder, Heartbeat, JournalEntry, LeaderAnnouncement, LeaderBelief, LeaderChangedEvent, LeaderElectedEvent,
+    LogEntry, Lookup, Message, NodeEvent, NodeKind, OrderInfo, PlaceTrade, ReplicaRole, ReplicaStatus,
+    SocketEvent, StartedEvent, SteppedDownEvent, StockChanged, StockInfo, StoppingEvent, Topic, TradeDone,
+    TradeItem, TradeOutcome, TradeRecord, TradesApplied, VoteReply, VoteRequest,
 )
 
 STOCK = StockInfo(name="GameStart", price=15.99, quantity=97, volume=3, version=4, seq=1021)
@@ -107,8 +108,19 @@ EXAMPLES: list[Message] = [
     Heartbeat(node="broker", incarnation="df447e029133", seq=1, interval_ms=100, kind=NodeKind.BROKER),
     LeaderAnnouncement(leader=3, epoch=7, endpoint="tcp://127.0.0.1:5563"),
     StockChanged(name="GameStart", price=15.99, quantity=97, version=4, seq=1021),
-    NodeEvent(node="order-2", kind="leader_elected", detail={"leader": 2, "epoch": 8, "last_index": 90}),
-    NodeEvent(node="catalog", kind="stopping"),
+    StartedEvent(node="catalog", seq=1021),
+    StartedEvent(node="order-2", last_index=90, term=7),
+    StartedEvent(node="frontend", cache=False),
+    StartedEvent(node="broker"),
+    StoppingEvent(node="catalog"),
+    SocketEvent(node="order-1", socket="peer-3", event="disconnected", endpoint="tcp://127.0.0.1:5563"),
+    LeaderElectedEvent(node="order-2", leader=2, epoch=8, last_index=90),
+    SteppedDownEvent(node="order-3", epoch=8),
+    LeaderChangedEvent(node="order-1", leader=2, epoch=8),
+    LeaderChangedEvent(node="order-1", epoch=9),
+    CaughtUpEvent(node="order-3", index=90, leader=2),
+    CampaignEvent(node="order-1", epoch=9, pre_vote=True, last_index=90),
+    CacheFlushedEvent(node="frontend", reason="gap: change 12 after 10", flushes=3),
 ]
 
 
@@ -175,6 +187,23 @@ def test_enum_fields_decode_to_their_members():
     assert beat.replica.role is ReplicaRole.LEADER
     body = _valid(Heartbeat("broker", "i", 1, 100, NodeKind.BROKER))
     assert body["kind"] == "broker" and type(body["kind"]) is str
+
+
+def test_each_event_kind_is_a_message_named_by_its_kind():
+    assert [cls.MSG for cls in EVENTS] == ["started", "stopping", "socket", "leader_elected", "stepped_down",
+                                           "leader_changed", "caught_up", "campaign", "cache_flushed"]
+    assert all(issubclass(cls, NodeEvent) and MESSAGES[cls.MSG] is cls for cls in EVENTS)
+    body = _valid(CampaignEvent(node="order-1", epoch=9, pre_vote=True, last_index=90))
+    assert body == {"v": PROTOCOL_VERSION, "msg": "campaign", "node": "order-1", "epoch": 9, "pre_vote": True,
+                    "last_index": 90}
+    with pytest.raises(LocalProtocolError):
+        codec.encode(NodeEvent(node="order-1"))  # the base class is no message
+
+
+def test_an_events_details_are_its_fields_that_are_set():
+    assert StartedEvent(node="catalog", seq=4).details() == {"seq": 4}
+    assert LeaderChangedEvent(node="order-1", epoch=3).details() == {"epoch": 3}
+    assert StoppingEvent(node="broker").details() == {}
 
 
 def test_the_values_of_a_typed_map_are_checked_and_an_int_reads_as_a_float():
@@ -371,7 +400,10 @@ WRONG_TYPES = [
     (FRONTEND, "heard", {"broker": "0.1"}, "heard['broker'] must be a number"),
     (FRONTEND, "cache", {**dataclasses.asdict(CACHE), "streaming": 1}, "cache.streaming must be a boolean"),
     (FRONTEND, "leader", {"epoch": 1, "leader": "3"}, "leader.leader must be an integer"),
-    (NodeEvent("n", "k"), "detail", "x", "detail must be a map"),
+    (SocketEvent("n", "bus", "connected", "tcp://x"), "event", 5, "socket.event must be a string"),
+    (CampaignEvent("n", 1, True, 0), "pre_vote", 1, "campaign.pre_vote must be a boolean"),
+    (LeaderChangedEvent("n", 1), "leader", "2", "leader_changed.leader must be an integer"),
+    (CacheFlushedEvent("n", "gap", 1), "flushes", None, "cache_flushed.flushes must be an integer"),
     (Error("bad_request", "x"), "leader", "3", "leader must be an integer"),          # optional, wrong
 ]
 

@@ -16,8 +16,9 @@ from broker.monitor.rates import EventRate, Rate
 from broker.monitor.state import SETTLE_S, Kind, MonitorState
 from broker.monitor.view import describe, render
 from common.protocol import (
-    BackendStatus, CacheStatus, CatalogStatus, FrontendStatus, Heartbeat, LeaderAnnouncement, LeaderBelief,
-    NodeEvent, NodeKind, ReplicaRole, ReplicaStatus, StockChanged, Topic,
+    BackendStatus, CacheFlushedEvent, CacheStatus, CampaignEvent, CatalogStatus, CaughtUpEvent, FrontendStatus, Heartbeat,
+    LeaderAnnouncement, LeaderBelief, LeaderChangedEvent, LeaderElectedEvent, NodeEvent, NodeKind, ReplicaRole,
+    ReplicaStatus, SocketEvent, StartedEvent, SteppedDownEvent, StockChanged, StoppingEvent, Topic,
 )
 
 WINDOW_S = 0.3
@@ -72,8 +73,8 @@ class Bus:
             frontend=status if isinstance(status, FrontendStatus) else None,
         ))
 
-    def event(self, node: str, kind: str, **detail) -> list:
-        return self.send(Topic.EVENT, NodeEvent(node, kind, detail))
+    def event(self, event: NodeEvent) -> list:
+        return self.send(Topic.EVENT, event)
 
     def socket(self, event: str) -> list:
         out = self.state.on_socket("sub", event, "tcp://127.0.0.1:5556", self.clock.now)
@@ -171,7 +172,7 @@ def test_a_dead_node_that_speaks_again_is_back_and_a_new_incarnation_is_a_restar
 
 
 def test_a_stopping_node_is_dead_at_once(bus):
-    out = bus.event("catalog", "stopping")
+    out = bus.event(StoppingEvent("catalog"))
     assert bus.kinds(out) == ["node_dead"] and out[0].detail["reason"] == "stopping"
     assert bus.run(1.0, [n for n in NODES if n != "catalog"]) == []
 
@@ -228,11 +229,11 @@ def test_a_monitor_started_before_the_broker_reports_it_unreachable_once():
 
 def test_leader_changes_only_for_a_higher_epoch_from_any_source(bus):
     assert bus.send(Topic.LEADER, LeaderAnnouncement(3, 1, "tcp://x")) == []
-    out = bus.event("order-2", "leader_elected", leader=2, epoch=2, last_index=10)
+    out = bus.event(LeaderElectedEvent("order-2", leader=2, epoch=2, last_index=10))
     assert bus.kinds(out) == ["leader_changed"]
     assert out[0].detail == {"leader": 2, "epoch": 2, "previous": 3, "previous_epoch": 1, "source": "leader_elected"}
     assert bus.send(Topic.LEADER, LeaderAnnouncement(3, 1, "tcp://x")) == []  # stale
-    assert bus.event("order-1", "leader_changed", leader=None, epoch=3) == []  # nobody known
+    assert bus.event(LeaderChangedEvent("order-1", leader=None, epoch=3)) == []  # nobody known
     bus.status["order-1"] = replica_status(1, role="leader", term=4, leader=1)
     out = bus.beat("order-1")
     assert bus.kinds(out) == ["leader_changed"] and out[0].node == "order-1" and out[0].detail["epoch"] == 4
@@ -246,7 +247,7 @@ def test_a_restarted_replica_catches_up_once_whether_the_event_or_the_heartbeat_
     out = bus.run(0.3, NODES)
     assert bus.kinds(out) == ["node_back"]
     assert next(r for r in bus.state.snapshot(bus.clock.now).nodes if r.name == "order-1").lag == 7
-    out = bus.event("order-1", "caught_up", index=10, leader=3)
+    out = bus.event(CaughtUpEvent("order-1", index=10, leader=3))
     assert bus.kinds(out) == ["caught_up"] and out[0].detail["source"] == "event"
     bus.status["order-1"] = replica_status(1)
     assert bus.run(0.3, NODES) == []  # the heartbeat agrees: no second report
@@ -264,14 +265,29 @@ def test_a_running_replica_seen_for_the_first_time_is_not_reported_as_caught_up(
 
 
 def test_cache_flushes_are_reported_once_from_the_event_or_the_heartbeat(bus):
-    out = bus.event("frontend", "cache_flushed", reason="broker disconnected", flushes=1)
+    out = bus.event(CacheFlushedEvent("frontend", reason="broker disconnected", flushes=1))
     assert bus.kinds(out) == ["cache_flushed"] and out[0].detail == {"reason": "broker disconnected", "flushes": 1}
     bus.status["frontend"] = frontend_status(flushes=1)
     assert bus.run(0.3, NODES) == []
     bus.status["frontend"] = frontend_status(flushes=2)
     out = bus.run(0.1, NODES)
     assert bus.kinds(out) == ["cache_flushed"] and out[0].detail == {"reason": None, "flushes": 2}
-    assert bus.event("frontend", "cache_flushed", reason="gap", flushes=2) == []
+    assert bus.event(CacheFlushedEvent("frontend", reason="gap", flushes=2)) == []
+
+
+def test_other_node_events_enter_the_feed_with_the_fields_they_carry(bus):
+    assert bus.event(StartedEvent("catalog", seq=7)) == []
+    assert bus.event(SteppedDownEvent("order-3", epoch=2)) == []
+    assert bus.event(CampaignEvent("order-2", epoch=2, pre_vote=True, last_index=10)) == []  # folded: not shown
+    assert bus.event(SocketEvent("order-1", socket="peer-3", event="disconnected",
+                                 endpoint="tcp://127.0.0.1:5563")) == []
+    items = bus.state.feed.recent(3)
+    assert [(i.kind, i.node, i.detail) for i in items[:2]] == [
+        ("started", "catalog", {"seq": 7}), ("stepped_down", "order-3", {"epoch": 2})]
+    assert describe(items[0]) == "started seq=7"
+    assert items[2].kind == SOCKETS and dict(items[2].counts) == {"disconnected": 1} and items[2].labels == {"peer-3"}
+    row = next(r for r in bus.state.snapshot(bus.clock.now).nodes if r.name == "order-1")
+    assert row.sockets == {"disconnected": 1}
 
 
 def test_a_jump_in_the_catalogs_sequence_is_a_gap(bus):
@@ -387,6 +403,13 @@ def test_json_lines_carry_bus_messages_derived_events_and_socket_events_filtered
     sink.socket("sub", "disconnected", "tcp://x", 1.0)
     sink.derived(bus.derived[-1:], 1.0)
     assert [json.loads(line)["type"] for line in only.getvalue().splitlines()] == ["bus", "derived"]
+
+
+def test_an_event_in_json_lines_is_named_by_its_kind_with_its_fields():
+    out = io.StringIO()
+    JsonLines(out).bus(Topic.EVENT, CampaignEvent("order-2", epoch=2, pre_vote=True, last_index=1), 1.0)
+    assert json.loads(out.getvalue())["message"] == {"msg": "campaign", "node": "order-2", "epoch": 2,
+                                                     "pre_vote": True, "last_index": 1}
 
 
 def test_a_heartbeat_in_json_lines_carries_its_kind_and_its_status_as_plain_values():

@@ -10,6 +10,7 @@ subscriber that missed the final change of a burst still sees the gap.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 import zmq
 
@@ -32,6 +33,16 @@ log = get_logger(__name__)
 FENCE_PAGE_MAX = 1000
 
 
+@dataclass
+class Counters:
+    """What the catalog counts since it started (its heartbeat's :class:`CatalogStatus`)."""
+
+    lookups: int = 0
+    trades: int = 0
+    batches: int = 0
+    bad_requests: int = 0
+
+
 class CatalogServer:
     """The catalog node. Build it, then call :meth:`run` until ``stop`` is set."""
 
@@ -47,8 +58,7 @@ class CatalogServer:
         self.loop.watch(self.router, "router", self.on_socket_event)
         self.loop.watch(self.bus.sock, "bus", self.on_socket_event)
         self.beat = Ticker(config.heartbeat.interval_s, now)
-        # CatalogStatus's counters (the heartbeat fails at once if a name is wrong).
-        self.counters = {"lookups": 0, "trades": 0, "batches": 0, "bad_requests": 0}
+        self.counters = Counters()
         log.info("catalog ready", endpoint=config.catalog.endpoint.bind, stocks=len(self.store.stocks),
                  seq=self.store.seq, fence=self.store.fence)
 
@@ -57,8 +67,13 @@ class CatalogServer:
 
     def tick(self, now: float) -> float:
         if self.beat.due(now):
-            self.bus.heartbeat(CatalogStatus(seq=self.store.seq, fence=self.store.fence, **self.counters))
+            self.bus.heartbeat(self.status())
         return self.beat.remaining(now)
+
+    def status(self) -> CatalogStatus:
+        c = self.counters
+        return CatalogStatus(seq=self.store.seq, fence=self.store.fence, lookups=c.lookups, trades=c.trades,
+                             batches=c.batches, bad_requests=c.bad_requests)
 
     def on_socket_event(self, label: str, event: str, endpoint: str) -> None:
         self.bus.event(SocketEvent(self.bus.node, socket=label, event=event, endpoint=endpoint))
@@ -66,7 +81,7 @@ class CatalogServer:
     def on_requests(self) -> None:
         for got in rpc.pending_requests(self.router, DRAIN_LIMIT):
             if got is None:
-                self.counters["bad_requests"] += 1
+                self.counters.bad_requests += 1
                 continue
             envelope, msg = got
             rpc.send_reply(self.router, envelope, self.handle(msg))
@@ -74,33 +89,33 @@ class CatalogServer:
     def handle(self, msg: Message | RemoteProtocolError) -> Message:
         """Answer one request (never raises on bad input)."""
         if isinstance(msg, RemoteProtocolError):
-            self.counters["bad_requests"] += 1
+            self.counters.bad_requests += 1
             log.warning("bad request", error=str(msg))
             return Error(error_code(msg), str(msg))
         if isinstance(msg, Lookup):
-            self.counters["lookups"] += 1
+            self.counters.lookups += 1
             info = self.store.lookup(msg.name)
             return info if info is not None else Error(ErrorCode.STOCK_NOT_FOUND, "stock not found")
         if isinstance(msg, ApplyTrades):
             return self.on_apply(msg)
         if isinstance(msg, Fence):
             return self.on_fence(msg)
-        self.counters["bad_requests"] += 1
+        self.counters.bad_requests += 1
         return Error(ErrorCode.BAD_REQUEST, f"{msg.MSG!r} is not a catalog request")
 
     def on_apply(self, msg: ApplyTrades) -> Message:
         for item in msg.trades:
             problem = trade_problem(item.request_id, item.name, item.quantity, item.side)
             if problem:
-                self.counters["bad_requests"] += 1
+                self.counters.bad_requests += 1
                 return Error(ErrorCode.BAD_REQUEST, f"trade {item.request_id!r}: {problem}")
         try:
             applied = self.store.apply(msg.epoch, msg.trades)
         except StaleEpoch as exc:
             log.info("refused a deposed leader's trades", epoch=msg.epoch, fence=exc.fence)
             return Error(ErrorCode.STALE_EPOCH, f"epoch {msg.epoch} is fenced off", epoch=exc.fence)
-        self.counters["batches"] += 1
-        self.counters["trades"] += len(msg.trades)
+        self.counters.batches += 1
+        self.counters.trades += len(msg.trades)
         for stock, seq in applied.changes:
             self.bus.publish(Topic.STOCK, StockChanged(
                 name=stock.name, price=stock.price, quantity=stock.quantity, version=stock.version, seq=seq,

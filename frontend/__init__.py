@@ -20,7 +20,7 @@ import zmq
 from flask import Flask
 
 from common.config import Config
-from common.protocol import BackendStatus, FrontendStatus
+from common.protocol import FrontendStatus
 
 from .backend import Backend
 from .cache import LookupCache
@@ -65,7 +65,7 @@ class FrontendState:
             node=self.name,
             cache=None if self.cache is None else self.cache.snapshot(),
             leader=self.tracker.snapshot(),
-            backend=BackendStatus(**self.backend.counters),
+            backend=self.backend.status(),
             heard=self.watcher.snapshot(time.monotonic()),
         )
 

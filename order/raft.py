@@ -192,15 +192,6 @@ class Raft:
     def is_leader(self) -> bool:
         return self.role is Role.LEADER
 
-    def snapshot(self) -> dict:
-        """The state worth showing (tests, and the heartbeat's
-        :class:`common.protocol.ReplicaStatus`, whose fields these keys name)."""
-        return {
-            "id": self.me, "role": self.role, "term": self.term, "leader": self.leader,
-            "commit": self.commit, "last_index": self.log.last_index(), "recovering": self.recovering,
-            "down": sorted(self.down),
-        }
-
     def next_deadline(self) -> float:
         """When :meth:`tick` must run next."""
         if self.role is Role.LEADER:

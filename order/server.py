@@ -41,15 +41,15 @@ from common.logs import get_logger
 from common.node import DRAIN_LIMIT, Loop, readable, serve
 from common.protocol import (
     AppendEntries, AppendReply, CampaignEvent, CaughtUpEvent, Error, ErrorCode, GetOrder, LeaderAnnouncement,
-    LeaderChangedEvent, LeaderElectedEvent, NodeKind, PlaceTrade, ReplicaStatus, SocketEvent, StartedEvent,
-    SteppedDownEvent, Topic, TradeDone, TradesApplied, VoteReply, VoteRequest,
+    LeaderChangedEvent, LeaderElectedEvent, NodeKind, PlaceTrade, SocketEvent, StartedEvent, SteppedDownEvent,
+    Topic, TradeDone, TradesApplied, VoteReply, VoteRequest,
 )
 
 from .desk import ToCatalog, ToClient
 from .raft import (
     BecameLeader, Campaign, CaughtUp, Flush, LeaderChanged, SendPeer, SteppedDown, Timing, VoteRefused,
 )
-from .replica import Replica
+from .replica import Counters, Replica
 from .store import SqliteLog
 
 log = get_logger(__name__)
@@ -105,8 +105,7 @@ class OrderServer:
                              config.heartbeat.interval_ms)
         self.loop.watch(self.bus.sock, "bus", self.on_socket_event)
         self.beat = Ticker(config.heartbeat.interval_s, now)
-        # ReplicaStatus's counters (the heartbeat fails at once if a name is wrong).
-        self.counters = {"trades": 0, "reads": 0, "bad_requests": 0, "dropped_sends": 0}
+        self.counters = Counters()
         log.info("order replica ready", id=me.id, endpoint=me.endpoint.bind, term=self.replica.raft.term,
                  last_index=self.store.last_index(), failpoint=failpoint)
 
@@ -124,8 +123,7 @@ class OrderServer:
 
     def heartbeat(self) -> None:
         raft = self.replica.raft
-        self.bus.heartbeat(ReplicaStatus(**self.replica.snapshot(), last_txn=self.store.last_txn(),
-                                         **self.counters))
+        self.bus.heartbeat(self.replica.status(self.counters))
         if raft.is_leader():
             self.bus.publish(Topic.LEADER, LeaderAnnouncement(
                 leader=self.me.id, epoch=raft.term, endpoint=self.me.endpoint.connect,
@@ -137,20 +135,23 @@ class OrderServer:
         now = time.monotonic()
         for got in rpc.pending_requests(self.router, DRAIN_LIMIT):
             if got is None:
-                self.counters["bad_requests"] += 1
+                self.counters.bad_requests += 1
                 continue
             envelope, msg = got
             if isinstance(msg, RemoteProtocolError):
-                self.counters["bad_requests"] += 1
+                self.counters.bad_requests += 1
                 log.warning("bad request", error=str(msg))
                 rpc.send_reply(self.router, envelope, Error(error_code(msg), str(msg)))
             elif isinstance(msg, PEER_MESSAGES):
                 self.execute(self.replica.on_peer(msg, now))
             elif isinstance(msg, CLIENT_MESSAGES):
-                self.counters["trades" if isinstance(msg, PlaceTrade) else "reads"] += 1
+                if isinstance(msg, PlaceTrade):
+                    self.counters.trades += 1
+                else:
+                    self.counters.reads += 1
                 self.execute(self.replica.on_client(envelope, msg, now))
             else:
-                self.counters["bad_requests"] += 1
+                self.counters.bad_requests += 1
                 rpc.send_reply(self.router, envelope, Error(
                     ErrorCode.BAD_REQUEST, f"{msg.MSG!r} is not an order-service request"))
 
@@ -250,7 +251,7 @@ class OrderServer:
         try:
             sock.send_multipart([b"", codec.encode(msg)], zmq.NOBLOCK)
         except zmq.Again:
-            self.counters["dropped_sends"] += 1
+            self.counters.dropped_sends += 1
 
     def _crash(self, why: str) -> None:
         log.warning("failpoint: killing myself", failpoint=self.failpoint, why=why)

@@ -356,9 +356,11 @@ class AppendReply(Message):
 
 @dataclass(frozen=True, slots=True)
 class ReplicaStatus(Message):
-    """An order replica's figures, in its heartbeat: Raft's (``id`` to
-    ``down``), the trading desk's (``ready`` to ``last_txn``) and counters since
-    the process started (``trades`` to ``dropped_sends``)."""
+    """An order replica's figures, in its heartbeat: Raft's (``id``, ``role``,
+    ``term``, ``leader``, ``commit``, ``last_index``, ``recovering``,
+    ``down``), the trading desk's (``ready``, ``queued``, ``awaiting``,
+    ``batch``, ``next_txn``), its log's ``last_txn``, and counters since the
+    process started (``trades``, ``reads``, ``bad_requests``, ``dropped_sends``)."""
 
     MSG: ClassVar[str] = "replica_status"
     KIND: ClassVar[NodeKind] = NodeKind.REPLICA

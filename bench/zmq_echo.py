@@ -2,26 +2,45 @@
 
     .venv/bin/python bench/zmq_echo.py --endpoint tcp://127.0.0.1:5700
 
-Each request is one msgpack map like the frontend's ``Lookup``
-(``{"v": 1, "msg": "lookup", "name": ...}``); the answer is one msgpack map
-like the catalog's ``StockInfo``. No validation, no database, no bus: what is
-left is ZeroMQ's REQ -> ROUTER round trip over loopback TCP plus msgpack on
-both sides, the unit in which the benchmark states what a frontend -> catalog
-trip costs. ``python -m client bench`` starts and stops it; the client side is
-:func:`client.workers.prepare_zmq`.
+Each request is a protocol :class:`common.protocol.Lookup` and the answer a
+:class:`common.protocol.StockInfo` (a fixed price and quantity), both through
+:mod:`common.codec` as between the frontend and the catalog. No database, no
+bus: what is left is ZeroMQ's REQ -> ROUTER round trip over loopback TCP plus
+the codec on both sides, the unit in which the benchmark states what a
+frontend -> catalog trip costs. A request that does not decode gets the
+``bad_request`` error, as the catalog answers it. ``python -m client bench``
+starts and stops it; the client side is :func:`client.workers.prepare_zmq`.
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
+from pathlib import Path
 
-import msgpack
-import zmq
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import zmq  # noqa: E402
+
+from common import rpc  # noqa: E402
+from common.errors import RemoteProtocolError, error_code  # noqa: E402
+from common.protocol import Error, ErrorCode, Lookup, StockInfo  # noqa: E402
 
 # How long one poll waits, so that a stop request is seen promptly.
 POLL_MS = 100
+PRICE = 15.99
+QUANTITY = 100
+
+
+def answer(request) -> StockInfo | Error:
+    """The reply to one decoded request (or its decoding error)."""
+    if isinstance(request, RemoteProtocolError):
+        return Error(error_code(request), str(request))
+    if not isinstance(request, Lookup):
+        return Error(ErrorCode.BAD_REQUEST, f"{request.MSG!r} is not a lookup")
+    return StockInfo(name=request.name, price=PRICE, quantity=QUANTITY, volume=0, version=1, seq=0)
 
 
 def serve(endpoint: str, stop: threading.Event) -> None:
@@ -35,16 +54,11 @@ def serve(endpoint: str, stop: threading.Event) -> None:
         while not stop.is_set():
             if not router.poll(POLL_MS):
                 continue
-            frames = router.recv_multipart()
-            if len(frames) < 3:
+            got = rpc.recv_request(router)
+            if got is None:
                 continue  # no envelope to answer to
-            try:
-                request = msgpack.unpackb(frames[-1])
-                name = request["name"]
-            except (ValueError, KeyError, TypeError):
-                continue
-            reply = {"v": 1, "msg": "stock_info", "name": name, "price": 15.99, "quantity": 100, "version": 1}
-            router.send_multipart([*frames[:-1], msgpack.packb(reply)])
+            envelope, request = got
+            rpc.send_reply(router, envelope, answer(request))
     finally:
         router.close(linger=0)
         ctx.term()

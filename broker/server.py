@@ -22,6 +22,7 @@ from common.config import Config
 from common.heartbeat import Ticker
 from common.logs import get_logger
 from common.node import Loop
+from common.protocol import NodeKind, SocketEvent, StartedEvent, StoppingEvent
 
 log = get_logger(__name__)
 
@@ -43,7 +44,8 @@ class Broker:
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.bind(f"inproc://broker-control-{id(self)}")
         self.proxy = threading.Thread(target=self._proxy, name="proxy", daemon=True)
-        self.bus = Publisher(ctx, config.broker.xsub.connect, "broker", config.heartbeat.interval_ms)
+        self.bus = Publisher(ctx, config.broker.xsub.connect, "broker", NodeKind.BROKER,
+                             config.heartbeat.interval_ms)
         self.beat = Ticker(config.heartbeat.interval_s, now)
         log.info("broker ready", xsub=config.broker.xsub.bind, xpub=config.broker.xpub.bind)
 
@@ -63,11 +65,11 @@ class Broker:
         # Not common.node.serve: the proxy thread owns xsub and xpub, so their
         # monitors may be taken down only after that thread has ended.
         self.proxy.start()
-        self.bus.event("started")
+        self.bus.event(StartedEvent(self.bus.node))
         try:
             self.loop.run(self.tick)
         finally:
-            self.bus.event("stopping")
+            self.bus.event(StoppingEvent(self.bus.node))
             self.bus.close(linger_ms=100)
             self.control.send(b"TERMINATE")
             self.proxy.join(timeout=2)
@@ -82,4 +84,4 @@ class Broker:
         return self.beat.remaining(now)
 
     def on_socket_event(self, label: str, event: str, endpoint: str) -> None:
-        self.bus.event("socket", socket=label, event=event, endpoint=endpoint)
+        self.bus.event(SocketEvent(self.bus.node, socket=label, event=event, endpoint=endpoint))

@@ -1,7 +1,8 @@
 """The catalog's I/O loop: a ROUTER for requests, a PUB to the bus.
 
-Requests are answered one at a time from a single thread. Lookups are served
-from memory; a batch of trades is one SQLite transaction, after which every
+Requests are answered one at a time from a single thread, by the pure
+:class:`catalog.rules.Catalog` over its SQLite store. Lookups are served from
+memory; a batch of trades is one SQLite transaction, after which every
 changed stock is published (``stock`` topic) with its change number, then the
 batch is answered. The heartbeat carries the last change number, so a
 subscriber that missed the final change of a burst still sees the gap.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from dataclasses import dataclass
 
 import zmq
 
@@ -22,12 +24,25 @@ from common.errors import RemoteProtocolError, error_code
 from common.heartbeat import Ticker
 from common.logs import get_logger
 from common.node import DRAIN_LIMIT, Loop, serve
-from common.protocol import ApplyTrades, Error, ErrorCode, Fence, Fenced, Lookup, Message, Topic, TradesApplied
+from common.protocol import (
+    ApplyTrades, CatalogStatus, Error, ErrorCode, Fence, Fenced, Lookup, Message, NodeKind, SocketEvent,
+    StartedEvent, Topic, TradesApplied,
+)
 
 from .rules import Catalog
 from .store import SqliteCatalogStore
 
 log = get_logger(__name__)
+
+
+@dataclass
+class Counters:
+    """What the catalog counts since it started (its heartbeat's :class:`CatalogStatus`)."""
+
+    lookups: int = 0
+    trades: int = 0
+    batches: int = 0
+    bad_requests: int = 0
 
 
 class CatalogServer:
@@ -40,30 +55,36 @@ class CatalogServer:
         self.loop = Loop(stop)
         self.router = sockets.make_socket(ctx, zmq.ROUTER)
         self.router.bind(config.catalog.endpoint.bind)
-        self.bus = Publisher(ctx, config.broker.xsub.connect, "catalog", config.heartbeat.interval_ms)
+        self.bus = Publisher(ctx, config.broker.xsub.connect, "catalog", NodeKind.CATALOG,
+                             config.heartbeat.interval_ms)
         self.loop.add(self.router, self.on_requests)
         self.loop.watch(self.router, "router", self.on_socket_event)
         self.loop.watch(self.bus.sock, "bus", self.on_socket_event)
         self.beat = Ticker(config.heartbeat.interval_s, now)
-        self.counters = {"lookups": 0, "trades": 0, "batches": 0, "bad_requests": 0}
+        self.counters = Counters()
         log.info("catalog ready", endpoint=config.catalog.endpoint.bind, stocks=len(self.catalog.stocks),
                  seq=self.catalog.seq, fence=self.catalog.fence)
 
     def run(self) -> None:
-        serve(self.loop, self.bus, self.tick, self.store.close, seq=self.catalog.seq)
+        serve(self.loop, self.bus, self.tick, self.store.close, StartedEvent(self.bus.node, seq=self.catalog.seq))
 
     def tick(self, now: float) -> float:
         if self.beat.due(now):
-            self.bus.heartbeat({"seq": self.catalog.seq, "fence": self.catalog.fence, **self.counters})
+            self.bus.heartbeat(self.status())
         return self.beat.remaining(now)
 
+    def status(self) -> CatalogStatus:
+        c = self.counters
+        return CatalogStatus(seq=self.catalog.seq, fence=self.catalog.fence, lookups=c.lookups, trades=c.trades,
+                             batches=c.batches, bad_requests=c.bad_requests)
+
     def on_socket_event(self, label: str, event: str, endpoint: str) -> None:
-        self.bus.event("socket", socket=label, event=event, endpoint=endpoint)
+        self.bus.event(SocketEvent(self.bus.node, socket=label, event=event, endpoint=endpoint))
 
     def on_requests(self) -> None:
         for got in rpc.pending_requests(self.router, DRAIN_LIMIT):
             if got is None:
-                self.counters["bad_requests"] += 1
+                self.counters.bad_requests += 1
                 continue
             envelope, msg = got
             rpc.send_reply(self.router, envelope, self.handle(msg))
@@ -75,21 +96,21 @@ class CatalogServer:
         committed and was published in its reply (:mod:`common.trace`)."""
         received = time.monotonic() if isinstance(msg, ApplyTrades) and msg.trace else None
         if isinstance(msg, RemoteProtocolError):
-            self.counters["bad_requests"] += 1
+            self.counters.bad_requests += 1
             log.warning("bad request", error=str(msg))
             return Error(error_code(msg), str(msg))
         reply, changes = self.catalog.handle(msg)
         committed = time.monotonic() if received is not None else None
         if isinstance(msg, Lookup):
-            self.counters["lookups"] += 1
+            self.counters.lookups += 1
         elif isinstance(reply, Error) and reply.code == ErrorCode.STALE_EPOCH:
             log.info("refused a deposed leader", request=msg.MSG, epoch=getattr(msg, "epoch", None),
                      fence=reply.epoch)
         elif isinstance(reply, Error) and reply.code == ErrorCode.BAD_REQUEST:
-            self.counters["bad_requests"] += 1
+            self.counters.bad_requests += 1
         elif isinstance(msg, ApplyTrades):
-            self.counters["batches"] += 1
-            self.counters["trades"] += len(msg.trades)
+            self.counters.batches += 1
+            self.counters.trades += len(msg.trades)
         elif isinstance(reply, Fenced) and isinstance(msg, Fence):
             log.info("fenced", epoch=msg.epoch, after_seq=msg.after_seq, returned=len(reply.entries),
                      more=reply.more)

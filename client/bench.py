@@ -7,8 +7,8 @@ and the same count of iterations per client:
 1. *baseline rounds* (``--baseline-rounds``, 3 by default), each four phases
    back to back: lookups (p = 0) against the bare Flask route
    (``bench/bare_route.py``), against the Bazaar frontend with its cache on,
-   and with it off, then bare ZeroMQ REQ -> ROUTER round trips with msgpack
-   payloads (``bench/zmq_echo.py``). Ratios are taken within a round and
+   and with it off, then bare ZeroMQ REQ -> ROUTER round trips of a
+   ``lookup`` answered by a ``stock`` (``bench/zmq_echo.py``). Ratios are taken within a round and
    summarized over rounds, so a burst of load from another tenant moves one
    round, not the result;
 2. the *sweep*: for each p (``--p``), a session phase (lookups, trades with

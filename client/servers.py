@@ -22,9 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import zmq
 
+from common import codec
+from common.errors import RemoteProtocolError
+from common.protocol import Lookup, StockInfo
 from common.sockets import free_tcp_ports
 from harness.cluster import Cluster
 from harness.process import ROOT, Process, Timeout, wait_until
@@ -62,15 +64,21 @@ def http_ready(port: int, path: str) -> Callable[[], bool]:
 
 
 def zmq_ready(endpoint: str) -> Callable[[], bool]:
-    """One REQ round trip to the echo server (a fresh socket per try)."""
+    """One REQ round trip to the echo server (a fresh socket per try): a
+    :class:`Lookup` answered by a :class:`StockInfo`."""
     def ready() -> bool:
         ctx = zmq.Context.instance()
         sock = ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         try:
             sock.connect(endpoint)
-            sock.send(msgpack.packb({"v": 1, "msg": "lookup", "name": "ping"}))
-            return bool(sock.poll(200)) and bool(sock.recv())
+            sock.send(codec.encode(Lookup("ping")))
+            if not sock.poll(200):
+                return False
+            codec.decode(sock.recv(), expect=StockInfo)
+            return True
+        except RemoteProtocolError:
+            return False
         finally:
             sock.close(linger=0)
 

@@ -52,13 +52,18 @@ Runner = Callable[[Callable[[int], None], float], dict]
 def prepare_zmq(job: dict[str, Any]) -> Runner:
     """Open a REQ socket to ``job["endpoint"]`` and warm it up; returns the runner.
 
-    The runner sends bare REQ -> ROUTER round trips with msgpack payloads,
-    recorded as ``roundtrip``: each request is packed, sent, its answer
-    received and unpacked, as the frontend does for a lookup, on one REQ
-    socket reused for every request.
+    The runner sends bare REQ -> ROUTER round trips, recorded as
+    ``roundtrip``: each request is a :class:`common.protocol.Lookup` encoded,
+    sent, its :class:`common.protocol.StockInfo` answer received and decoded
+    (:mod:`common.codec`), as the frontend does for a lookup, on one REQ
+    socket reused for every request. An answer that is not the stock asked
+    for counts as no answer.
     """
-    import msgpack
     import zmq
+
+    from common import codec
+    from common.errors import RemoteProtocolError
+    from common.protocol import Lookup, StockInfo
 
     rng = random.Random(job["seed"])
     ctx = zmq.Context()
@@ -70,10 +75,14 @@ def prepare_zmq(job: dict[str, Any]) -> Runner:
         return sock
 
     def roundtrip(sock: zmq.Socket, name: str) -> bool:
-        sock.send(msgpack.packb({"v": 1, "msg": "lookup", "name": name}))
+        sock.send(codec.encode(Lookup(name)))
         if not sock.poll(ZMQ_TIMEOUT_MS):
             return False
-        return msgpack.unpackb(sock.recv()).get("name") == name
+        try:
+            reply = codec.decode(sock.recv(), expect=StockInfo)
+        except RemoteProtocolError:
+            return False
+        return reply.name == name
 
     sock = open_socket()
     for _ in range(job.get("warmup", 0)):

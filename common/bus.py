@@ -17,9 +17,11 @@ from collections.abc import Iterator
 import zmq
 
 from . import codec, sockets
-from .errors import RemoteProtocolError
+from .errors import LocalProtocolError, RemoteProtocolError
 from .logs import get_logger
-from .protocol import Heartbeat, Message, NodeEvent, Topic
+from .protocol import (
+    CatalogStatus, FrontendStatus, Heartbeat, Message, NodeEvent, NodeKind, ReplicaStatus, Topic,
+)
 
 log = get_logger(__name__)
 
@@ -28,11 +30,13 @@ class Publisher:
     """A node's voice on the bus.
 
     :param node: the node's name, put in heartbeats and events.
+    :param kind: what the node is, put in heartbeats.
     :param interval_ms: the heartbeat interval, announced in each heartbeat.
     """
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, node: str, interval_ms: int) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, node: str, kind: NodeKind, interval_ms: int) -> None:
         self.node = node
+        self.kind = kind
         self.incarnation = uuid.uuid4().hex[:12]
         self.interval_ms = interval_ms
         self.sock = sockets.make_socket(ctx, zmq.PUB)
@@ -45,18 +49,34 @@ class Publisher:
         which subscribers notice by the gaps in sequence numbers."""
         self.sock.send_multipart(codec.encode_pub(topic, msg), zmq.NOBLOCK)
 
-    def heartbeat(self, status: dict | None = None) -> None:
-        """Publish the next heartbeat, with the node's current figures."""
+    def heartbeat(self, status: ReplicaStatus | CatalogStatus | FrontendStatus | None = None) -> None:
+        """Publish the next heartbeat, with the node's current figures.
+
+        :raises LocalProtocolError: if ``status`` is not the status of this
+            node's kind (the broker has none).
+        """
+        expected = None if self.kind is NodeKind.BROKER else self.kind
+        if (None if status is None else status.KIND) is not expected:
+            raise LocalProtocolError(f"a {self.kind} heartbeat cannot carry {type(status).__name__}")
         self._beat += 1
         self.publish(Topic.HEARTBEAT, Heartbeat(
-            node=self.node, incarnation=self.incarnation, seq=self._beat,
-            interval_ms=self.interval_ms, status=status or {},
+            node=self.node, incarnation=self.incarnation, seq=self._beat, interval_ms=self.interval_ms,
+            kind=self.kind,
+            replica=status if isinstance(status, ReplicaStatus) else None,
+            catalog=status if isinstance(status, CatalogStatus) else None,
+            frontend=status if isinstance(status, FrontendStatus) else None,
         ))
 
-    def event(self, kind: str, **detail) -> None:
-        """Publish a :class:`NodeEvent` for the monitor (and log it)."""
-        log.info(f"event {kind}", **detail)
-        self.publish(Topic.EVENT, NodeEvent(node=self.node, kind=kind, detail=detail))
+    def event(self, event: NodeEvent) -> None:
+        """Publish one event for the monitor, and log it with its
+        :meth:`NodeEvent.details`.
+
+        :raises LocalProtocolError: if the event names another node.
+        """
+        if event.node != self.node:
+            raise LocalProtocolError(f"{self.node} cannot publish an event of {event.node}")
+        log.info(f"event {event.MSG}", **event.details())
+        self.publish(Topic.EVENT, event)
 
     def close(self, linger_ms: int = 0) -> None:
         """Close; ``linger_ms`` > 0 gives queued messages a moment to leave."""

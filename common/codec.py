@@ -5,7 +5,7 @@ Frame layout
 
 Every message is one frame holding a msgpack map::
 
-    {"v": 1, "msg": "<name>", <field>: <value>, ...}
+    {"v": 2, "msg": "<name>", <field>: <value>, ...}
 
 ``v`` is :data:`common.protocol.PROTOCOL_VERSION`; ``msg`` is the class's
 ``MSG``; the other keys are the dataclass fields. A nested message (a
@@ -22,9 +22,16 @@ works on it::
 
     [topic, body]
 
-Decoding checks the version, the name and the type of every field (integers
-must fit in 64 signed bits, as SQLite stores them); anything else raises :class:`common.errors.RemoteProtocolError`, never a bare
-``KeyError`` or ``TypeError``.
+Decoding checks the version, the name and the type of every field, at any
+depth: integers must fit in 64 signed bits, as SQLite stores them; an enum
+field (a ``StrEnum`` such as :class:`common.protocol.NodeKind`) must hold one
+of its values and decodes to the member; a map (``dict[str, T]``) must have
+string keys, and each value is checked as a ``T``. Anything else raises
+:class:`common.errors.RemoteProtocolError`, never a bare ``KeyError`` or
+``TypeError``. The field types a message may use are these: ``int``,
+``float``, ``str``, ``bool``, a ``StrEnum``, a nested message, ``list[T]``,
+``dict[str, T]`` and ``T | None``; any other (``Any`` included) is a
+``TypeError`` at import.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 import msgpack
@@ -166,6 +174,18 @@ def _check_map(value: Any, where: str) -> dict:
     return value
 
 
+def _enum_checker(cls: type[StrEnum]) -> _Checker:
+    members = {member.value: member for member in cls}
+    choices = ", ".join(members)
+
+    def check_enum(value: Any, where: str) -> StrEnum:
+        if type(value) is not str or value not in members:
+            raise RemoteProtocolError(f"{where} must be one of {choices}")
+        return members[value]
+
+    return check_enum
+
+
 _SCALARS: dict[Any, _Checker] = {int: _check_int, float: _check_float, str: _check_str, bool: _check_bool}
 
 
@@ -187,7 +207,17 @@ def _checker_for(hint: Any) -> _Checker:
 
         return check_list
     if origin is dict:
-        return _check_map
+        key_type, value_type = typing.get_args(hint)
+        if key_type is not str:
+            raise TypeError(f"no wire checker for {hint!r}: map keys must be str")
+        value = _checker_for(value_type)
+
+        def check_typed_map(raw: Any, where: str) -> dict:
+            return {k: value(v, f"{where}[{k!r}]") for k, v in _check_map(raw, where).items()}
+
+        return check_typed_map
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        return _enum_checker(hint)
     if isinstance(hint, type) and issubclass(hint, Message):
         return lambda v, where: _DECODERS[hint](_check_map(v, where), where)
     raise TypeError(f"no wire checker for {hint!r}")

@@ -20,6 +20,7 @@ import zmq
 from . import sockets
 from .errors import ConfigError
 from .logs import get_logger
+from .protocol import StartedEvent, StoppingEvent
 
 log = get_logger(__name__)
 
@@ -117,18 +118,19 @@ class Loop:
         self._handlers.clear()
 
 
-def serve(loop: Loop, bus, tick: Callable[[float], float], close: Callable[[], None], **started) -> None:
+def serve(loop: Loop, bus, tick: Callable[[float], float], close: Callable[[], None],
+          started: StartedEvent) -> None:
     """Run a node: say ``started`` on the bus, poll until stopped, say
     ``stopping``, then close every socket and call ``close`` (the node's store).
 
     :param bus: the node's :class:`common.bus.Publisher` (closed last, after a
         moment for the goodbye to leave).
     """
-    bus.event("started", **started)
+    bus.event(started)
     try:
         loop.run(tick)
     finally:
-        bus.event("stopping")
+        bus.event(StoppingEvent(bus.node))
         loop.close_all()
         bus.close(linger_ms=100)
         close()

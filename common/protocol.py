@@ -16,17 +16,26 @@ Message families:
   :class:`Error`;
 * replication (replica DEALER -> replica ROUTER): :class:`VoteRequest`,
   :class:`VoteReply`, :class:`AppendEntries`, :class:`AppendReply`;
-* the bus (PUB -> broker -> SUB), one topic per family: :class:`Heartbeat`,
-  :class:`LeaderAnnouncement`, :class:`StockChanged`, :class:`NodeEvent`.
+* the bus (PUB -> broker -> SUB), one topic per family: :class:`Heartbeat`
+  (carrying the sender's :class:`NodeKind` and its status:
+  :class:`ReplicaStatus`, :class:`CatalogStatus` or :class:`FrontendStatus`),
+  :class:`LeaderAnnouncement`, :class:`StockChanged`, and one class per
+  event kind (each a :class:`NodeEvent`): :class:`StartedEvent`,
+  :class:`StoppingEvent`, :class:`SocketEvent`, :class:`LeaderElectedEvent`,
+  :class:`SteppedDownEvent`, :class:`LeaderChangedEvent`,
+  :class:`CaughtUpEvent`, :class:`CampaignEvent`, :class:`CacheFlushedEvent`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any, ClassVar
 
-PROTOCOL_VERSION = 1
+# 2: heartbeats carry a kind and a typed status instead of a free map; each
+# event kind is a message of its own instead of "event" with a free detail map.
+PROTOCOL_VERSION = 2
 
 # Limits every node enforces on input (docs/PROTOCOL.md, "Limits").
 MAX_TRADE_QUANTITY = 1_000_000
@@ -66,6 +75,24 @@ class TradeStatus(StrEnum):
     NOT_ENOUGH_STOCK = "not_enough_stock"
     STOCK_NOT_FOUND = "stock_not_found"
     KEY_REUSED = "key_reused"
+
+
+class NodeKind(StrEnum):
+    """What a node is, as its :class:`Heartbeat` says."""
+
+    BROKER = "broker"
+    CATALOG = "catalog"
+    REPLICA = "replica"
+    FRONTEND = "frontend"
+
+
+class ReplicaRole(StrEnum):
+    """An order replica's Raft role (``order.raft`` calls it ``Role``)."""
+
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre_candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,17 +367,123 @@ class AppendReply(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaStatus(Message):
+    """An order replica's figures, in its heartbeat: Raft's (``id``, ``role``,
+    ``term``, ``leader``, ``commit``, ``last_index``, ``recovering``,
+    ``down``), the trading desk's (``ready``, ``queued``, ``awaiting``,
+    ``batch``, ``next_txn``), its log's ``last_txn``, and counters since the
+    process started (``trades``, ``reads``, ``bad_requests``, ``dropped_sends``)."""
+
+    MSG: ClassVar[str] = "replica_status"
+    KIND: ClassVar[NodeKind] = NodeKind.REPLICA
+    id: int
+    role: ReplicaRole
+    term: int
+    commit: int
+    last_index: int
+    recovering: bool
+    down: list[int]
+    ready: bool
+    queued: int
+    awaiting: int
+    next_txn: int
+    last_txn: int
+    trades: int
+    reads: int
+    bad_requests: int
+    dropped_sends: int
+    leader: int | None = None
+    batch: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogStatus(Message):
+    """The catalog's figures, in its heartbeat: its last change number, its
+    fence, and counters since the process started."""
+
+    MSG: ClassVar[str] = "catalog_status"
+    KIND: ClassVar[NodeKind] = NodeKind.CATALOG
+    seq: int
+    fence: int
+    lookups: int
+    trades: int
+    batches: int
+    bad_requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStatus(Message):
+    """A frontend's lookup cache (inside :class:`FrontendStatus`)."""
+
+    MSG: ClassVar[str] = "cache_status"
+    size: int
+    capacity: int
+    streaming: bool
+    hits: int
+    misses: int
+    bypassed: int
+    installs: int
+    stale_refused: int
+    invalidations: int
+    evictions: int
+    flushes: int
+    hit_rate: float
+    stream_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderBelief(Message):
+    """Which replica a frontend believes leads, at which epoch (inside
+    :class:`FrontendStatus`)."""
+
+    MSG: ClassVar[str] = "leader_belief"
+    epoch: int
+    leader: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatus(Message):
+    """A frontend's calls to the backends, counted since it started (inside
+    :class:`FrontendStatus`)."""
+
+    MSG: ClassVar[str] = "backend_status"
+    catalog_calls: int
+    order_calls: int
+    retries: int
+    unavailable: int
+
+
+@dataclass(frozen=True, slots=True)
+class FrontendStatus(Message):
+    """A frontend's figures, in its heartbeat and (as JSON) in ``GET /stats``.
+    ``cache`` is None when the frontend runs without a cache; ``heard`` maps
+    every node it hears on the bus to the seconds since its last heartbeat."""
+
+    MSG: ClassVar[str] = "frontend_status"
+    KIND: ClassVar[NodeKind] = NodeKind.FRONTEND
+    node: str
+    leader: LeaderBelief
+    backend: BackendStatus
+    heard: dict[str, float]
+    cache: CacheStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Heartbeat(Message):
     """Published by every node every heartbeat interval. ``incarnation`` changes
-    on each start; ``status`` holds the node's own figures (PROTOCOL.md lists
-    the keys per node)."""
+    on each start; ``kind`` says what the node is, and the status of that kind
+    (``replica``, ``catalog`` or ``frontend``; the broker has none) holds its
+    figures."""
 
     MSG: ClassVar[str] = "heartbeat"
     node: str
     incarnation: str
     seq: int
     interval_ms: int
-    status: dict[str, Any] = field(default_factory=dict)
+    kind: NodeKind
+    replica: ReplicaStatus | None = None
+    catalog: CatalogStatus | None = None
+    frontend: FrontendStatus | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,12 +511,110 @@ class StockChanged(Message):
 
 @dataclass(frozen=True, slots=True)
 class NodeEvent(Message):
-    """Something worth an operator's attention happened on a node."""
+    """Something worth an operator's attention happened on ``node`` (topic
+    ``event``). Not a message itself: each kind of event is a subclass, whose
+    ``MSG`` is the kind."""
 
-    MSG: ClassVar[str] = "event"
     node: str
-    kind: str
-    detail: dict[str, Any] = field(default_factory=dict)
+
+    def details(self) -> dict[str, Any]:
+        """The event's fields but ``node``, leaving out those that are None
+        (for a log line or the monitor's feed)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "node" and getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class StartedEvent(NodeEvent):
+    """The node started. The catalog says its last change number (``seq``), a
+    replica its log's ``last_index`` and ``term``, a frontend whether it runs
+    a ``cache``; the broker says nothing more."""
+
+    MSG: ClassVar[str] = "started"
+    seq: int | None = None
+    last_index: int | None = None
+    term: int | None = None
+    cache: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoppingEvent(NodeEvent):
+    """The node is shutting down cleanly; its sockets close next."""
+
+    MSG: ClassVar[str] = "stopping"
+
+
+@dataclass(frozen=True, slots=True)
+class SocketEvent(NodeEvent):
+    """One ZeroMQ socket-monitor event (``event``, e.g. ``disconnected``) of
+    the node's socket labelled ``socket``, about ``endpoint``."""
+
+    MSG: ClassVar[str] = "socket"
+    socket: str
+    event: str
+    endpoint: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderElectedEvent(NodeEvent):
+    """A replica won an election: it leads ``epoch`` (``leader`` is its id)."""
+
+    MSG: ClassVar[str] = "leader_elected"
+    leader: int
+    epoch: int
+    last_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class SteppedDownEvent(NodeEvent):
+    """A replica stopped leading; ``epoch`` is its term now."""
+
+    MSG: ClassVar[str] = "stepped_down"
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderChangedEvent(NodeEvent):
+    """A replica learned of another leader (``leader``, None if it knows of
+    none) at ``epoch``."""
+
+    MSG: ClassVar[str] = "leader_changed"
+    epoch: int
+    leader: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CaughtUpEvent(NodeEvent):
+    """A starting replica holds what its leader had committed (up to ``index``)."""
+
+    MSG: ClassVar[str] = "caught_up"
+    index: int
+    leader: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignEvent(NodeEvent):
+    """A replica asks for votes for ``epoch`` (a pre-vote first)."""
+
+    MSG: ClassVar[str] = "campaign"
+    epoch: int
+    pre_vote: bool
+    last_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class CacheFlushedEvent(NodeEvent):
+    """A frontend emptied its cache, for ``reason``; ``flushes`` counts them since it started."""
+
+    MSG: ClassVar[str] = "cache_flushed"
+    reason: str
+    flushes: int
+
+
+EVENTS: tuple[type[NodeEvent], ...] = (
+    StartedEvent, StoppingEvent, SocketEvent, LeaderElectedEvent, SteppedDownEvent, LeaderChangedEvent,
+    CaughtUpEvent, CampaignEvent, CacheFlushedEvent,
+)
 
 
 MESSAGES: dict[str, type[Message]] = {
@@ -392,7 +623,8 @@ MESSAGES: dict[str, type[Message]] = {
         Error, Lookup, StockInfo, TradeItem, ApplyTrades, TradeOutcome, TradesApplied,
         Fence, JournalEntry, Fenced, PlaceTrade, TradeDone, GetOrder, OrderInfo,
         TradeRecord, LogEntry, VoteRequest, VoteReply, AppendEntries, AppendReply,
-        Heartbeat, LeaderAnnouncement, StockChanged, NodeEvent,
+        ReplicaStatus, CatalogStatus, CacheStatus, LeaderBelief, BackendStatus, FrontendStatus,
+        Heartbeat, LeaderAnnouncement, StockChanged, *EVENTS,
     )
 }
 

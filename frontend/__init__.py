@@ -10,14 +10,17 @@ backend never blocks the others.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import zmq
 from flask import Flask
 
 from common.config import Config
+from common.protocol import FrontendStatus
 
 from .backend import Backend
 from .cache import LookupCache
@@ -38,23 +41,33 @@ class FrontendState:
     backend: Backend
     watcher: BusWatcher
 
-    def status(self, entries: bool = False) -> dict:
-        """Figures for ``GET /stats`` and the heartbeat.
-
-        :param entries: include every cached stock's version (``/stats`` only).
-        """
+    def status(self) -> FrontendStatus:
+        """The frontend's figures, for its heartbeat and ``GET /stats``."""
         with self.lock:
-            cache = {"enabled": False} if self.cache is None else {"enabled": True, **self.cache.snapshot()}
-            if entries and self.cache is not None:
-                cache["entries"] = {e.name: {"version": e.version, "quantity": e.quantity}
-                                    for e in self.cache.entries.values()}
-            return {
-                "node": self.name,
-                "cache": cache,
-                "leader": self.tracker.snapshot(),
-                "backend": dict(self.backend.counters),
-                "heard": self.watcher.snapshot(time.monotonic()),
-            }
+            return self._status()
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /stats``: the :class:`FrontendStatus` as JSON, its ``cache``
+        with ``enabled`` (only ``{"enabled": false}`` without a cache) and
+        every cached stock's version and quantity under ``cache.entries``."""
+        with self.lock:
+            status = dataclasses.asdict(self._status())
+            if self.cache is None:
+                status["cache"] = {"enabled": False}
+            else:
+                status["cache"] = {"enabled": True, **status["cache"], "entries": {
+                    e.name: {"version": e.version, "quantity": e.quantity} for e in self.cache.entries.values()
+                }}
+            return status
+
+    def _status(self) -> FrontendStatus:
+        return FrontendStatus(
+            node=self.name,
+            cache=None if self.cache is None else self.cache.snapshot(),
+            leader=self.tracker.snapshot(),
+            backend=self.backend.status(),
+            heard=self.watcher.snapshot(time.monotonic()),
+        )
 
     def close(self) -> None:
         self.watcher.stop()

@@ -19,13 +19,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import zmq
 
 from common.config import Config
 from common.errors import NotLeader, PeerUnavailable, RemoteError, RemoteProtocolError, RpcTimeout
 from common.logs import get_logger
-from common.protocol import ErrorCode, GetOrder, Lookup, Message, OrderInfo, PlaceTrade, StockInfo, TradeDone
+from common.protocol import (
+    BackendStatus, ErrorCode, GetOrder, Lookup, Message, OrderInfo, PlaceTrade, StockInfo, TradeDone,
+)
 
 from .cache import Cached, LookupCache
 from .channel import POLL_SLICE_S, Channel
@@ -54,6 +57,16 @@ class Unavailable(Exception):
         self.outcome_unknown = outcome_unknown
 
 
+@dataclass
+class Counters:
+    """The backend calls counted since the frontend started (:meth:`Backend.status`)."""
+
+    catalog_calls: int = 0
+    order_calls: int = 0
+    retries: int = 0
+    unavailable: int = 0
+
+
 class Backend:
     """Shared by all request handlers; the lock guards the cache and tracker."""
 
@@ -76,8 +89,13 @@ class Backend:
         self.cache = cache
         self.tracker = tracker
         self.lock = lock
-        self.counters = {"catalog_calls": 0, "order_calls": 0, "retries": 0, "unavailable": 0}
+        self.counters = Counters()
         self.failpoint = failpoint
+
+    def status(self) -> BackendStatus:
+        c = self.counters
+        return BackendStatus(catalog_calls=c.catalog_calls, order_calls=c.order_calls, retries=c.retries,
+                             unavailable=c.unavailable)
 
     def close(self) -> None:
         self.catalog.close()
@@ -108,17 +126,17 @@ class Backend:
     def _ask_catalog(self, msg: Message) -> StockInfo:
         timeout_s = self.timeouts.request_ms / 1000
         for attempt in range(self.timeouts.lookup_attempts):
-            self.counters["catalog_calls"] += 1
+            self.counters.catalog_calls += 1
             try:
                 reply = self.catalog.request(msg, timeout_s)
             except (PeerUnavailable, RpcTimeout, RemoteProtocolError) as exc:
                 log.warning("catalog did not answer", attempt=attempt + 1, error=str(exc))
-                self.counters["retries"] += 1
+                self.counters.retries += 1
                 continue
             if isinstance(reply, StockInfo):
                 return reply
             raise RemoteError(ErrorCode.BAD_REQUEST, f"unexpected reply {reply.MSG!r} from the catalog")
-        self.counters["unavailable"] += 1
+        self.counters.unavailable += 1
         total = self.timeouts.request_ms * self.timeouts.lookup_attempts / 1000
         raise Unavailable(f"the catalog service did not answer within {total:g}s; try again")
 
@@ -160,7 +178,7 @@ class Backend:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self.counters["unavailable"] += 1
+                self.counters.unavailable += 1
                 what = "the trade may or may not have happened; retry with the same Idempotency-Key" \
                     if trade and sent else "try again"
                 raise Unavailable(f"no order leader answered within {self.timeouts.trade_deadline_ms / 1000:g}s; "
@@ -175,7 +193,7 @@ class Backend:
             def leader_moved(target=target, version=version) -> bool:
                 return self.tracker.version != version and self.tracker.leader not in (None, target)
 
-            self.counters["order_calls"] += 1
+            self.counters.order_calls += 1
             try:
                 return self.replicas[target].request(msg, min(request_s, remaining), cancel=leader_moved,
                                                      connect_s=min(CONNECT_S, remaining))
@@ -200,7 +218,7 @@ class Backend:
                 self._wait_for_news(version, min(LEADER_WAIT_S, remaining))
             except RemoteProtocolError as exc:
                 log.warning("bad reply from an order replica", replica=target, error=str(exc))
-            self.counters["retries"] += 1
+            self.counters.retries += 1
 
     def _wait_for_news(self, version: int, timeout_s: float) -> None:
         end = time.monotonic() + timeout_s

@@ -35,7 +35,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from common.heartbeat import Liveness
-from common.protocol import StockChanged, StockInfo
+from common.protocol import CacheStatus, Heartbeat, StockChanged, StockInfo
 
 BROKER = "broker"
 CATALOG = "catalog"
@@ -146,15 +146,17 @@ class LookupCache:
                 self.stream_seq = change.seq
         self._refresh(Cached(change.name, change.price, change.quantity, change.version))
 
-    def on_heartbeat(self, node: str, incarnation: str, status: dict, now: float) -> None:
-        """A heartbeat from ``node``; the broker's and the catalog's matter."""
+    def on_heartbeat(self, beat: Heartbeat, now: float) -> None:
+        """A heartbeat; the broker's and the catalog's matter (a catalog
+        heartbeat without its status keeps the catalog alive, nothing more)."""
+        node, incarnation = beat.node, beat.incarnation
         if node not in (BROKER, CATALOG):
             return
         self.liveness.heard(node, now, incarnation)
         if node == CATALOG:
-            seq = status.get("seq")
-            if type(seq) is not int:
+            if beat.catalog is None:
                 return
+            seq = beat.catalog.seq
             if self.catalog_incarnation not in (None, incarnation):
                 self._lose_stream("catalog restarted", restart_at=seq)
             elif self.stream_seq is None:
@@ -180,16 +182,17 @@ class LookupCache:
 
     # --- queries ------------------------------------------------------------------
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> CacheStatus:
+        """The figures the frontend's heartbeat and ``GET /stats`` carry."""
         s = self.stats
         lookups = s.hits + s.misses
-        return {
-            "size": len(self.entries), "capacity": self.capacity, "streaming": self.streaming,
-            "hits": s.hits, "misses": s.misses, "bypassed": s.bypassed, "installs": s.installs,
-            "stale_refused": s.stale_refused,
-            "invalidations": s.invalidations, "evictions": s.evictions, "flushes": s.flushes,
-            "hit_rate": round(s.hits / lookups, 4) if lookups else 0.0, "stream_seq": self.stream_seq,
-        }
+        return CacheStatus(
+            size=len(self.entries), capacity=self.capacity, streaming=self.streaming,
+            hits=s.hits, misses=s.misses, bypassed=s.bypassed, installs=s.installs,
+            stale_refused=s.stale_refused,
+            invalidations=s.invalidations, evictions=s.evictions, flushes=s.flushes,
+            hit_rate=round(s.hits / lookups, 4) if lookups else 0.0, stream_seq=self.stream_seq,
+        )
 
     # --- internals ----------------------------------------------------------------
 

@@ -18,6 +18,8 @@ States::
 
 from __future__ import annotations
 
+from common.protocol import LeaderBelief
+
 
 class LeaderTracker:
     """The frontend's belief about the order leader.
@@ -57,5 +59,5 @@ class LeaderTracker:
             return list(self.replica_ids)
         return [self.leader] + [r for r in self.replica_ids if r != self.leader]
 
-    def snapshot(self) -> dict:
-        return {"leader": self.leader, "epoch": self.epoch}
+    def snapshot(self) -> LeaderBelief:
+        return LeaderBelief(leader=self.leader, epoch=self.epoch)

@@ -106,7 +106,7 @@ def invalidate(name: str):
 
 @api.get("/stats")
 def stats():
-    return jsonify({"data": _state().status(entries=True)})
+    return jsonify({"data": _state().stats()})
 
 
 # --- request parsing ----------------------------------------------------------

@@ -26,7 +26,10 @@ from common.bus import Publisher, Subscriber
 from common.config import Config
 from common.heartbeat import Liveness, Ticker
 from common.logs import get_logger
-from common.protocol import Heartbeat, LeaderAnnouncement, StockChanged, Topic
+from common.protocol import (
+    CacheFlushedEvent, FrontendStatus, Heartbeat, LeaderAnnouncement, NodeKind, SocketEvent, StartedEvent,
+    StockChanged, StoppingEvent, Topic,
+)
 
 from . import greenwait
 from .cache import LookupCache
@@ -42,7 +45,7 @@ class BusWatcher:
     """
 
     def __init__(self, config: Config, ctx: zmq.Context, name: str, cache: LookupCache | None,
-                 tracker: LeaderTracker, lock: threading.Lock, status: Callable[[], dict]) -> None:
+                 tracker: LeaderTracker, lock: threading.Lock, status: Callable[[], FrontendStatus]) -> None:
         self.config = config
         self.ctx = ctx
         self.name = name
@@ -84,11 +87,11 @@ class BusWatcher:
         # Without a cache the stock changes concern nobody here: do not even receive them.
         topics = (Topic.HEARTBEAT, Topic.LEADER) + ((Topic.STOCK,) if self.cache is not None else ())
         sub = Subscriber(self.ctx, self.config.broker.xpub.connect, topics, connect=False)
-        pub = Publisher(self.ctx, self.config.broker.xsub.connect, self.name, hb.interval_ms)
+        pub = Publisher(self.ctx, self.config.broker.xsub.connect, self.name, NodeKind.FRONTEND, hb.interval_ms)
         monitors = {sockets.watch(sub.sock): "sub", sockets.watch(pub.sock): "bus"}
         sub.connect()
         beat = Ticker(hb.interval_s, time.monotonic())
-        pub.event("started", cache=self.cache is not None)
+        pub.event(StartedEvent(self.name, cache=self.cache is not None))
         flushes = 0
         try:
             while not self._stop.is_set():
@@ -109,12 +112,13 @@ class BusWatcher:
                         self.cache.tick(now)
                         if self.cache.stats.flushes != flushes:
                             flushes = self.cache.stats.flushes
-                            pub.event("cache_flushed", reason=self.cache.last_flush_reason, flushes=flushes)
+                            pub.event(CacheFlushedEvent(self.name, reason=self.cache.last_flush_reason,
+                                                        flushes=flushes))
                     self.nodes.expire(now)
                 if beat.due(now):
                     pub.heartbeat(self.status())
         finally:
-            pub.event("stopping")
+            pub.event(StoppingEvent(self.name))
             with self.lock:
                 adopted, self._adopted = self._adopted, []
             for monitor in [*monitors, *(m for m, _ in adopted)]:
@@ -132,7 +136,7 @@ class BusWatcher:
                 elif isinstance(msg, Heartbeat):
                     self.nodes.heard(msg.node, now, msg.incarnation)
                     if self.cache is not None:
-                        self.cache.on_heartbeat(msg.node, msg.incarnation, msg.status, now)
+                        self.cache.on_heartbeat(msg, now)
                 elif isinstance(msg, LeaderAnnouncement):
                     if self.tracker.announce(msg.leader, msg.epoch):
                         log.info("leader changed", leader=msg.leader, epoch=msg.epoch)
@@ -146,16 +150,17 @@ class BusWatcher:
             if event == "monitor_stopped":
                 return True
             if label in ("sub", "bus"):
-                pub.event("socket", socket=label, event=event, endpoint=endpoint)
+                pub.event(SocketEvent(self.name, socket=label, event=event, endpoint=endpoint))
             else:  # one of many pooled REQ sockets: report the backend's state changes only
                 state = {"connected": "up", "handshake_succeeded": "up", "disconnected": "down"}.get(event)
                 if state is not None and self._links.get((label, endpoint)) != state:
                     self._links[(label, endpoint)] = state
-                    pub.event("socket", socket=f"req:{label}", event=event, endpoint=endpoint)
+                    pub.event(SocketEvent(self.name, socket=f"req:{label}", event=event, endpoint=endpoint))
             if label == "sub" and event == "disconnected" and self.cache is not None:
                 with self.lock:
                     self.cache.bus_disconnected()
         return False
 
-    def snapshot(self, now: float) -> dict:
+    def snapshot(self, now: float) -> dict[str, float]:
+        """Seconds since each node's last heartbeat (``FrontendStatus.heard``)."""
         return {node: round(self.nodes.age(node, now), 3) for node in self.nodes.nodes()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 import zmq
 
@@ -17,6 +18,8 @@ from common.bus import Subscriber
 from common.protocol import Heartbeat, LeaderAnnouncement, Message, NodeEvent, Topic
 
 from .cluster import Cluster, wait_until
+
+E = TypeVar("E", bound=NodeEvent)
 
 
 @dataclass
@@ -87,13 +90,13 @@ class BusTap:
 
         return wait_until(found, timeout, f"a leader announcement (not {other_than}, epoch >= {min_epoch})")
 
-    def events(self, kind: str, node: str | None = None, since: float = 0.0) -> list[NodeEvent]:
-        return [h.msg for h in self.since(since) if isinstance(h.msg, NodeEvent) and h.msg.kind == kind
-                and (node is None or h.msg.node == node)]
+    def events(self, kind: type[E], node: str | None = None, since: float = 0.0) -> list[E]:
+        """The events of class ``kind`` (:class:`common.protocol.CaughtUpEvent`...) heard since ``since``."""
+        return [h.msg for h in self.since(since) if isinstance(h.msg, kind) and (node is None or h.msg.node == node)]
 
-    def wait_event(self, kind: str, node: str | None = None, since: float = 0.0, timeout: float = 10) -> NodeEvent:
+    def wait_event(self, kind: type[E], node: str | None = None, since: float = 0.0, timeout: float = 10) -> E:
         return wait_until(lambda: (self.events(kind, node, since) or [None])[0], timeout,
-                          f"event {kind} from {node or 'any node'}")
+                          f"event {kind.MSG} from {node or 'any node'}")
 
     def last_heartbeat(self, node: str) -> Heartbeat | None:
         with self.lock:

@@ -122,12 +122,6 @@ class Desk:
         self.reads: list[tuple[int, Any, int]] = []
         self.confirmed_probe = 0
 
-    def snapshot(self) -> dict:
-        return {
-            "ready": self.ready, "queued": len(self.queue), "awaiting": len(self.awaiting),
-            "batch": None if self.batch is None else len(self.batch.trades), "next_txn": self.next_txn,
-        }
-
     # --- leadership -----------------------------------------------------------
 
     def start(self, term: int, now: float) -> list:

@@ -42,9 +42,10 @@ What it adds to textbook Raft, and why:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
-from common.protocol import AppendEntries, AppendReply, LogEntry, Message, TradeRecord, VoteReply, VoteRequest
+from common.protocol import (
+    AppendEntries, AppendReply, LogEntry, Message, ReplicaRole, TradeRecord, VoteReply, VoteRequest,
+)
 
 from .log import LogStore
 
@@ -54,11 +55,8 @@ MAX_ENTRIES_PER_MESSAGE = 256
 MAX_INFLIGHT_ENTRIES = 4096
 
 
-class Role(StrEnum):
-    FOLLOWER = "follower"
-    PRE_CANDIDATE = "pre_candidate"
-    CANDIDATE = "candidate"
-    LEADER = "leader"
+# The role is on the wire too (in heartbeats), so the protocol defines it.
+Role = ReplicaRole
 
 
 @dataclass(frozen=True)
@@ -193,14 +191,6 @@ class Raft:
 
     def is_leader(self) -> bool:
         return self.role is Role.LEADER
-
-    def snapshot(self) -> dict:
-        """The state worth showing (status, tests, the monitor)."""
-        return {
-            "id": self.me, "role": self.role.value, "term": self.term, "leader": self.leader,
-            "commit": self.commit, "last_index": self.log.last_index(), "recovering": self.recovering,
-            "down": sorted(self.down),
-        }
 
     def next_deadline(self) -> float:
         """When :meth:`tick` must run next."""

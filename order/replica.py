@@ -13,13 +13,24 @@ Everything else is consumed here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from common.protocol import Error, ErrorCode, GetOrder, Message, PlaceTrade, trade_problem
+from common.protocol import Error, ErrorCode, GetOrder, Message, PlaceTrade, ReplicaStatus, trade_problem
 
 from .desk import Desk, StepDownRequest, ToClient
 from .log import LogStore
 from .raft import BecameLeader, Committed, Raft, ReadConfirmed, SteppedDown, Timing
+
+
+@dataclass
+class Counters:
+    """What the I/O shell counts since the process started (for :meth:`Replica.status`)."""
+
+    trades: int = 0
+    reads: int = 0
+    bad_requests: int = 0
+    dropped_sends: int = 0
 
 
 class Replica:
@@ -84,8 +95,18 @@ class Replica:
         return Error(ErrorCode.NOT_LEADER, f"order replica {self.me} does not lead", leader=leader,
                      epoch=self.raft.term)
 
-    def snapshot(self) -> dict:
-        return {**self.raft.snapshot(), **self.desk.snapshot()}
+    def status(self, counters: Counters | None = None) -> ReplicaStatus:
+        """The state worth showing: the heartbeat's figures (the simulator
+        prints them too), Raft's and the desk's, with the shell's ``counters``."""
+        raft, desk, c = self.raft, self.desk, counters or Counters()
+        return ReplicaStatus(
+            id=self.me, role=raft.role, term=raft.term, leader=raft.leader, commit=raft.commit,
+            last_index=raft.log.last_index(), recovering=raft.recovering, down=sorted(raft.down),
+            ready=desk.ready, queued=len(desk.queue), awaiting=len(desk.awaiting),
+            batch=None if desk.batch is None else len(desk.batch.trades), next_txn=desk.next_txn,
+            last_txn=raft.log.last_txn(),
+            trades=c.trades, reads=c.reads, bad_requests=c.bad_requests, dropped_sends=c.dropped_sends,
+        )
 
     # --- internals ------------------------------------------------------------
 

@@ -40,15 +40,16 @@ from common.heartbeat import Ticker
 from common.logs import get_logger
 from common.node import DRAIN_LIMIT, Loop, readable, serve
 from common.protocol import (
-    AppendEntries, AppendReply, Error, ErrorCode, GetOrder, LeaderAnnouncement, PlaceTrade, Topic,
-    TradeDone, TradesApplied, VoteReply, VoteRequest,
+    AppendEntries, AppendReply, CampaignEvent, CaughtUpEvent, Error, ErrorCode, GetOrder, LeaderAnnouncement,
+    LeaderChangedEvent, LeaderElectedEvent, NodeKind, PlaceTrade, SocketEvent, StartedEvent, SteppedDownEvent,
+    Topic, TradeDone, TradesApplied, VoteReply, VoteRequest,
 )
 
 from .desk import ToCatalog, ToClient
 from .raft import (
     BecameLeader, Campaign, CaughtUp, Flush, LeaderChanged, SendPeer, SteppedDown, Timing, VoteRefused,
 )
-from .replica import Replica
+from .replica import Counters, Replica
 from .store import SqliteLog
 from .tracer import Tracer
 
@@ -101,10 +102,11 @@ class OrderServer:
         self.catalog.connect(config.catalog.endpoint.connect)
         self.loop.add(self.catalog, self.on_catalog)
         self.loop.watch(self.catalog, "catalog", self.on_socket_event)
-        self.bus = Publisher(ctx, config.broker.xsub.connect, me.name, config.heartbeat.interval_ms)
+        self.bus = Publisher(ctx, config.broker.xsub.connect, me.name, NodeKind.REPLICA,
+                             config.heartbeat.interval_ms)
         self.loop.watch(self.bus.sock, "bus", self.on_socket_event)
         self.beat = Ticker(config.heartbeat.interval_s, now)
-        self.counters = {"trades": 0, "reads": 0, "bad_requests": 0, "dropped_sends": 0}
+        self.counters = Counters()
         self.tracer = Tracer()
         log.info("order replica ready", id=me.id, endpoint=me.endpoint.bind, term=self.replica.raft.term,
                  last_index=self.store.last_index(), failpoint=failpoint)
@@ -113,7 +115,7 @@ class OrderServer:
 
     def run(self) -> None:
         serve(self.loop, self.bus, self.tick, self.store.close,
-              last_index=self.store.last_index(), term=self.replica.raft.term)
+              StartedEvent(self.me.name, last_index=self.store.last_index(), term=self.replica.raft.term))
 
     def tick(self, now: float) -> float:
         self.execute(self.replica.tick(now))
@@ -123,9 +125,7 @@ class OrderServer:
 
     def heartbeat(self) -> None:
         raft = self.replica.raft
-        status = {**self.replica.snapshot(), "last_txn": self.store.last_txn(), **self.counters}
-        status["down"] = ",".join(map(str, status["down"]))
-        self.bus.heartbeat(status)
+        self.bus.heartbeat(self.replica.status(self.counters))
         if raft.is_leader():
             self.bus.publish(Topic.LEADER, LeaderAnnouncement(
                 leader=self.me.id, epoch=raft.term, endpoint=self.me.endpoint.connect,
@@ -137,11 +137,11 @@ class OrderServer:
         now = time.monotonic()
         for got in rpc.pending_requests(self.router, DRAIN_LIMIT):
             if got is None:
-                self.counters["bad_requests"] += 1
+                self.counters.bad_requests += 1
                 continue
             envelope, msg = got
             if isinstance(msg, RemoteProtocolError):
-                self.counters["bad_requests"] += 1
+                self.counters.bad_requests += 1
                 log.warning("bad request", error=str(msg))
                 rpc.send_reply(self.router, envelope, Error(error_code(msg), str(msg)))
             elif isinstance(msg, PEER_MESSAGES):
@@ -149,13 +149,13 @@ class OrderServer:
                 self.execute(self.replica.on_peer(msg, now))
             elif isinstance(msg, CLIENT_MESSAGES):
                 if isinstance(msg, PlaceTrade):
-                    self.counters["trades"] += 1
+                    self.counters.trades += 1
                     self.tracer.on_place(envelope, msg, now)
                 else:
-                    self.counters["reads"] += 1
+                    self.counters.reads += 1
                 self.execute(self.replica.on_client(envelope, msg, now))
             else:
-                self.counters["bad_requests"] += 1
+                self.counters.bad_requests += 1
                 rpc.send_reply(self.router, envelope, Error(
                     ErrorCode.BAD_REQUEST, f"{msg.MSG!r} is not an order-service request"))
 
@@ -186,7 +186,7 @@ class OrderServer:
             log.warning("a peer refused a message", reply=frames[-1][:200])
 
     def on_socket_event(self, label: str, event: str, endpoint: str) -> None:
-        self.bus.event("socket", socket=label, event=event, endpoint=endpoint)
+        self.bus.event(SocketEvent(self.me.name, socket=label, event=event, endpoint=endpoint))
         peer = self.peer_by_endpoint.get(endpoint) if label.startswith("peer-") else None
         if peer is None:
             return
@@ -240,18 +240,18 @@ class OrderServer:
                     tracer.flushed(self.store.last_index(), now)
                 self.execute(self.replica.flushed(now))
             elif isinstance(out, BecameLeader):
-                self.bus.event("leader_elected", leader=self.me.id, epoch=out.term,
-                               last_index=self.store.last_index())
+                self.bus.event(LeaderElectedEvent(self.me.name, leader=self.me.id, epoch=out.term,
+                                                  last_index=self.store.last_index()))
                 self.heartbeat()
             elif isinstance(out, SteppedDown):
-                self.bus.event("stepped_down", epoch=out.term)
+                self.bus.event(SteppedDownEvent(self.me.name, epoch=out.term))
             elif isinstance(out, LeaderChanged):
-                self.bus.event("leader_changed", leader=out.leader, epoch=out.term)
+                self.bus.event(LeaderChangedEvent(self.me.name, leader=out.leader, epoch=out.term))
             elif isinstance(out, CaughtUp):
-                self.bus.event("caught_up", index=out.index, leader=self.replica.raft.leader)
+                self.bus.event(CaughtUpEvent(self.me.name, index=out.index, leader=self.replica.raft.leader))
             elif isinstance(out, Campaign):
-                self.bus.event("campaign", epoch=out.term, pre_vote=out.pre_vote,
-                               last_index=self.store.last_index())
+                self.bus.event(CampaignEvent(self.me.name, epoch=out.term, pre_vote=out.pre_vote,
+                                             last_index=self.store.last_index()))
             elif isinstance(out, VoteRefused):
                 log.info("vote refused", voter=out.voter, epoch=out.term, pre_vote=out.pre_vote,
                          log_ahead=out.log_ahead)
@@ -262,7 +262,7 @@ class OrderServer:
         try:
             sock.send_multipart([b"", codec.encode(msg)], zmq.NOBLOCK)
         except zmq.Again:
-            self.counters["dropped_sends"] += 1
+            self.counters.dropped_sends += 1
 
     def _crash(self, why: str) -> None:
         log.warning("failpoint: killing myself", failpoint=self.failpoint, why=why)

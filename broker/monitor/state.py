@@ -43,7 +43,11 @@ from enum import StrEnum
 from typing import Any
 
 from common.heartbeat import Liveness
-from common.protocol import Heartbeat, LeaderAnnouncement, Message, NodeEvent, StockChanged, Topic
+from common.protocol import (
+    CacheFlushedEvent, CampaignEvent, CatalogStatus, CaughtUpEvent, FrontendStatus, Heartbeat,
+    LeaderAnnouncement, LeaderChangedEvent, LeaderElectedEvent, Message, NodeEvent, NodeKind, ReplicaRole,
+    ReplicaStatus, SocketEvent, StockChanged, StoppingEvent, Topic,
+)
 
 from .feed import Feed, FeedItem
 from .rates import EventRate, Rate
@@ -55,7 +59,8 @@ MONITOR = "monitor"
 # window) to reconnect to the broker before silence counts against them.
 SETTLE_S = 1.0
 # Node events already shown through a derived event (or grouped) in the feed.
-_FOLDED_EVENTS = {"socket", "leader_elected", "leader_changed", "caught_up", "cache_flushed", "campaign"}
+_FOLDED_EVENTS = (SocketEvent, LeaderElectedEvent, LeaderChangedEvent, CaughtUpEvent, CacheFlushedEvent,
+                  CampaignEvent)
 _UP_EVENTS = {"connected", "handshake_succeeded"}
 _DOWN_EVENTS = {"disconnected", "handshake_failed", "handshake_failed_protocol", "handshake_failed_auth"}
 
@@ -91,12 +96,19 @@ class Derived:
 
 @dataclass
 class NodeInfo:
-    """What the monitor knows of one node (its liveness lives in :class:`Liveness`)."""
+    """What the monitor knows of one node (its liveness lives in :class:`Liveness`).
+
+    ``kind`` and the status of that kind come from its latest heartbeat (None
+    until one is heard, and for a kind without a status).
+    """
 
     name: str
     incarnation: str | None = None
     last_beat: float | None = None
-    status: dict[str, Any] = field(default_factory=dict)
+    kind: NodeKind | None = None
+    replica: ReplicaStatus | None = None
+    catalog: CatalogStatus | None = None
+    frontend: FrontendStatus | None = None
     died_at: float | None = None
     restarts: int = 0
     awaiting_catch_up: bool = False
@@ -104,23 +116,25 @@ class NodeInfo:
     rates: dict[str, Rate] = field(default_factory=dict)
     sockets: Counter[str] = field(default_factory=Counter)
 
-    def count(self, key: str, now: float, value: Any, reset: bool) -> None:
-        if _is_number(value):
-            self.rates.setdefault(key, Rate()).add(now, value, reset)
+    def count(self, key: str, now: float, value: float, reset: bool) -> None:
+        self.rates.setdefault(key, Rate()).add(now, value, reset)
 
 
 @dataclass(frozen=True)
 class NodeRow:
-    """One node as the view shows it. ``state``: unknown, alive, silent or dead."""
+    """One node as the view shows it. ``state``: unknown, alive, silent or dead.
+    ``kind`` and the status are the latest heartbeat's (a dead node's last words)."""
 
     name: str
-    kind: str
+    kind: NodeKind | None
     state: str
     age_s: float | None
     down_s: float | None
     incarnation: str | None
     restarts: int
-    status: dict[str, Any]
+    replica: ReplicaStatus | None
+    catalog: CatalogStatus | None
+    frontend: FrontendStatus | None
     rates: dict[str, float | None]
     lag: int | None
     sockets: dict[str, int]
@@ -217,12 +231,16 @@ class MonitorState:
         if restarted:
             info.restarts += 1
             info.flushes = None
-            info.awaiting_catch_up = msg.node in self.replicas.values()
+            info.awaiting_catch_up = msg.kind is NodeKind.REPLICA
         info.incarnation = msg.incarnation
         info.last_beat = now
         info.died_at = None
-        info.status = msg.status if isinstance(msg.status, dict) else {}
-        if change == "new" and info.status.get("recovering") is True:
+        info.kind = msg.kind
+        # Only the status of the kind the node says it is counts.
+        info.replica = msg.replica if msg.kind is NodeKind.REPLICA else None
+        info.catalog = msg.catalog if msg.kind is NodeKind.CATALOG else None
+        info.frontend = msg.frontend if msg.kind is NodeKind.FRONTEND else None
+        if change == "new" and info.replica is not None and info.replica.recovering:
             info.awaiting_catch_up = True
         out += self._figures(info, now, restarted)
         return out
@@ -240,21 +258,19 @@ class MonitorState:
 
     def _on_node_event(self, msg: NodeEvent, now: float) -> list[Derived]:
         info = self._node(msg.node)
-        d = msg.detail if isinstance(msg.detail, dict) else {}
-        if msg.kind == "socket":
-            event, label, endpoint = (str(d.get(k, "")) for k in ("event", "socket", "endpoint"))
-            info.sockets[event] += 1
-            self.feed.socket(now, msg.node, label, event, endpoint)
+        if isinstance(msg, SocketEvent):
+            info.sockets[msg.event] += 1
+            self.feed.socket(now, msg.node, msg.socket, msg.event, msg.endpoint)
             return []
-        if msg.kind in ("leader_elected", "leader_changed"):
-            return self._see_leader(d.get("leader"), d.get("epoch"), now, msg.kind)
-        if msg.kind == "caught_up":
-            return self._caught_up(info, d.get("index"), now, "event")
-        if msg.kind == "cache_flushed":
-            return self._cache_flushed(info, d.get("flushes"), d.get("reason"), now)
-        if msg.kind not in _FOLDED_EVENTS:
-            self.feed.add(now, msg.kind, msg.node, d)
-        if msg.kind == "stopping" and self.live.mark_dead(msg.node):
+        if isinstance(msg, (LeaderElectedEvent, LeaderChangedEvent)):
+            return self._see_leader(msg.leader, msg.epoch, now, msg.MSG)
+        if isinstance(msg, CaughtUpEvent):
+            return self._caught_up(info, msg.index, now, "event")
+        if isinstance(msg, CacheFlushedEvent):
+            return self._cache_flushed(info, msg.flushes, msg.reason, now)
+        if not isinstance(msg, _FOLDED_EVENTS):
+            self.feed.add(now, msg.MSG, msg.node, msg.details())
+        if isinstance(msg, StoppingEvent) and self.live.mark_dead(msg.node):
             return self._died(info, now, "stopping")
         return []
 
@@ -315,11 +331,12 @@ class MonitorState:
     def snapshot(self, now: float, feed_lines: int = 12) -> Snapshot:
         """Everything the view shows, with rates computed at ``now``."""
         rows = [self._row(info, now) for info in self.nodes.values()]
-        requests = [r.rates.get("trades") for r in rows if r.kind == "replica" and r.state == "alive"]
-        lookups = [r.rates.get("lookups") for r in rows if r.kind == "frontend" and r.state == "alive"]
-        catalog = next((r for r in rows if r.kind == "catalog"), None)
-        hits = sum(_num(_sub(r.status, "cache").get("hits")) or 0 for r in rows if r.kind == "frontend")
-        misses = sum(_num(_sub(r.status, "cache").get("misses")) or 0 for r in rows if r.kind == "frontend")
+        requests = [r.rates.get("trades") for r in rows if r.kind is NodeKind.REPLICA and r.state == "alive"]
+        lookups = [r.rates.get("lookups") for r in rows if r.kind is NodeKind.FRONTEND and r.state == "alive"]
+        catalog = next((r for r in rows if r.kind is NodeKind.CATALOG), None)
+        caches = [r.frontend.cache for r in rows if r.frontend is not None and r.frontend.cache is not None]
+        hits = sum(c.hits for c in caches)
+        misses = sum(c.misses for c in caches)
         bus = "unknown" if self.sub_up is None else ("up" if self.sub_up else "down")
         if bus == "up" and self.live.age(BROKER, now) > self.window_s:
             bus = "silent"
@@ -349,57 +366,43 @@ class MonitorState:
             info = self.nodes[name] = NodeInfo(name)
         return info
 
-    def _kind(self, info: NodeInfo) -> str:
-        if info.name == BROKER:
-            return "broker"
-        if info.name == CATALOG:
-            return "catalog"
-        if info.name in self.replicas.values() or "role" in info.status:
-            return "replica"
-        if "cache" in info.status or info.name.startswith("frontend"):
-            return "frontend"
-        return "other"
-
     def _figures(self, info: NodeInfo, now: float, reset: bool) -> list[Derived]:
-        """Counters and per-role facts from a heartbeat's status."""
-        s = info.status
-        kind = self._kind(info)
+        """Counters and per-kind facts from a heartbeat's status."""
         out: list[Derived] = []
-        if kind == "replica":
-            for key in ("trades", "reads"):
-                info.count(key, now, s.get(key), reset)
-            if _is_number(s.get("last_txn")) and s["last_txn"] > self.max_txn:
-                self.max_txn = s["last_txn"]
-            me, term, leader = s.get("id"), s.get("term"), s.get("leader")
-            if s.get("role") == "leader":
+        if info.replica is not None:
+            r = info.replica
+            info.count("trades", now, r.trades, reset)
+            info.count("reads", now, r.reads, reset)
+            self.max_txn = max(self.max_txn, r.last_txn)
+            if r.role is ReplicaRole.LEADER:
                 self.txn.add(now, self.max_txn)  # one steady series: the leader's beats
-                out += self._see_leader(me, term, now, "heartbeat")
+                out += self._see_leader(r.id, r.term, now, "heartbeat")
                 info.awaiting_catch_up = False
-            elif leader is not None:
-                out += self._see_leader(leader, term, now, "heartbeat")
-            if info.awaiting_catch_up and s.get("recovering") is False and leader is not None:
-                out += self._caught_up(info, s.get("last_index"), now, "heartbeat")
-        elif kind == "catalog":
-            for key in ("seq", "lookups", "trades"):
-                info.count(key, now, s.get(key), reset)
-        elif kind == "frontend":
-            cache, backend = _sub(s, "cache"), _sub(s, "backend")
-            if cache.get("enabled"):
-                parts = [_num(cache.get(k)) for k in ("hits", "misses", "bypassed")]
-                info.count("lookups", now, sum(p or 0 for p in parts), reset)
+            elif r.leader is not None:
+                out += self._see_leader(r.leader, r.term, now, "heartbeat")
+            if info.awaiting_catch_up and not r.recovering and r.leader is not None:
+                out += self._caught_up(info, r.last_index, now, "heartbeat")
+        elif info.catalog is not None:
+            c = info.catalog
+            info.count("seq", now, c.seq, reset)
+            info.count("lookups", now, c.lookups, reset)
+            info.count("trades", now, c.trades, reset)
+        elif info.frontend is not None:
+            cache, backend = info.frontend.cache, info.frontend.backend
+            if cache is not None:
+                info.count("lookups", now, cache.hits + cache.misses + cache.bypassed, reset)
             else:
-                info.count("lookups", now, backend.get("catalog_calls"), reset)
-            info.count("orders", now, backend.get("order_calls"), reset)
-            flushes = cache.get("flushes")
-            if _is_number(flushes):
-                if info.flushes is None or flushes < info.flushes:
-                    info.flushes = flushes
-                elif flushes > info.flushes:
-                    out += self._cache_flushed(info, flushes, None, now)
+                info.count("lookups", now, backend.catalog_calls, reset)
+            info.count("orders", now, backend.order_calls, reset)
+            if cache is not None:
+                if info.flushes is None or cache.flushes < info.flushes:
+                    info.flushes = cache.flushes
+                elif cache.flushes > info.flushes:
+                    out += self._cache_flushed(info, cache.flushes, None, now)
         return out
 
-    def _see_leader(self, leader: Any, epoch: Any, now: float, source: str) -> list[Derived]:
-        if type(leader) is not int or type(epoch) is not int:
+    def _see_leader(self, leader: int | None, epoch: int, now: float, source: str) -> list[Derived]:
+        if leader is None:
             return []
         if not (epoch > self.epoch or (self.leader is None and epoch >= self.epoch)):
             return []
@@ -411,14 +414,14 @@ class MonitorState:
             "previous_epoch": previous_epoch if previous is not None else None, "source": source,
         })]
 
-    def _caught_up(self, info: NodeInfo, index: Any, now: float, source: str) -> list[Derived]:
+    def _caught_up(self, info: NodeInfo, index: int, now: float, source: str) -> list[Derived]:
         if not info.awaiting_catch_up and info.last_beat is not None:
             return []
         info.awaiting_catch_up = False
         return [Derived(Kind.CAUGHT_UP, now, info.name, {"index": index, "leader": self.leader, "source": source})]
 
-    def _cache_flushed(self, info: NodeInfo, flushes: Any, reason: Any, now: float) -> list[Derived]:
-        if not _is_number(flushes) or (info.flushes is not None and flushes <= info.flushes):
+    def _cache_flushed(self, info: NodeInfo, flushes: int, reason: str | None, now: float) -> list[Derived]:
+        if info.flushes is not None and flushes <= info.flushes:
             return []  # reported already (by the event or by an earlier heartbeat)
         info.flushes = flushes
         return [Derived(Kind.CACHE_FLUSHED, now, info.name, {"reason": reason, "flushes": flushes})]
@@ -445,33 +448,19 @@ class MonitorState:
             state = "dead"
         else:
             state = "alive" if self.live.is_alive(info.name, now) else "silent"
-        kind = self._kind(info)
         lag = None
         leader = self.nodes.get(self.replicas.get(self.leader, "")) if self.leader is not None else None
-        if kind == "replica" and leader is not None and state != "unknown":
-            mine, theirs = _num(info.status.get("last_index")), _num(leader.status.get("last_index"))
-            if mine is not None and theirs is not None:
-                lag = max(0, int(theirs - mine))  # heartbeats sampled apart can make it negative
+        if info.replica is not None and leader is not None and leader.replica is not None and state != "unknown":
+            # Heartbeats sampled apart can make it negative.
+            lag = max(0, leader.replica.last_index - info.replica.last_index)
         return NodeRow(
-            name=info.name, kind=kind, state=state, age_s=age,
+            name=info.name, kind=info.kind, state=state, age_s=age,
             down_s=None if info.died_at is None else now - info.died_at,
-            incarnation=info.incarnation, restarts=info.restarts, status=info.status,
+            incarnation=info.incarnation, restarts=info.restarts,
+            replica=info.replica, catalog=info.catalog, frontend=info.frontend,
             rates={k: (r.per_s(now) if state == "alive" else None) for k, r in info.rates.items()},
             lag=lag, sockets=dict(info.sockets),
         )
-
-
-def _is_number(value: Any) -> bool:
-    return type(value) in (int, float)
-
-
-def _num(value: Any) -> float | None:
-    return value if _is_number(value) else None
-
-
-def _sub(status: dict, key: str) -> dict:
-    value = status.get(key)
-    return value if isinstance(value, dict) else {}
 
 
 def _total(values: list[float | None]) -> float | None:

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from common.heartbeat import Ticker
-from common.protocol import Message, Topic
+from common.protocol import Message, NodeKind, ReplicaRole, Topic
 
 from .feed import SOCKETS, FeedItem
 from .state import Derived, MonitorState, NodeRow, Snapshot
@@ -173,40 +173,40 @@ def _nodes(snap: Snapshot) -> Table:
 
 
 def _cells(row: NodeRow) -> list[Text | str]:
-    s = row.status
     state = Text(row.state, style=STATE_STYLES.get(row.state, ""))
     if row.state == "dead" and row.down_s is not None:
         state.append(f" {_seconds(row.down_s)}")
     if row.restarts:
         state.append(f" ↻{row.restarts}", style="cyan")
     role, epoch, txn, lag, load = "", "", "", "", ""
-    if row.kind == "replica":
-        role = "recovering" if s.get("recovering") and s.get("role") == "follower" else str(s.get("role", ""))
-        last_txn = s.get("last_txn")
-        epoch = str(s.get("term", ""))
-        txn = "none" if last_txn == 0 else ("" if last_txn is None else str(last_txn))
+    if row.replica is not None:
+        r = row.replica
+        role = "recovering" if r.recovering and r.role is ReplicaRole.FOLLOWER else r.role.value
+        epoch = str(r.term)
+        txn = "none" if r.last_txn == 0 else str(r.last_txn)
         lag = "" if row.lag is None else str(row.lag)
         load = f"{_rate(row.rates.get('trades'))} trades/s"
-    elif row.kind == "catalog":
-        role = f"seq {s.get('seq', '?')}"
-        epoch = str(s.get("fence", ""))
+    elif row.catalog is not None:
+        role = f"seq {row.catalog.seq}"
+        epoch = str(row.catalog.fence)
         load = f"{_rate(row.rates.get('seq'))} inval/s · {_rate(row.rates.get('lookups'))} lookups/s"
-    elif row.kind == "frontend":
-        cache = s.get("cache") if isinstance(s.get("cache"), dict) else {}
-        role = f"cache {cache.get('size', 0)}/{cache.get('capacity', 0)}" if cache.get("enabled") else "cache off"
-        if cache.get("enabled") and not cache.get("streaming"):
+    elif row.frontend is not None:
+        cache = row.frontend.cache
+        role = "cache off" if cache is None else f"cache {cache.size}/{cache.capacity}"
+        if cache is not None and not cache.streaming:
             role += " blind"
         load = f"{_rate(row.rates.get('lookups'))} lookups/s"
-        if isinstance(cache.get("hit_rate"), (int, float)):
-            load += f" · hit {cache['hit_rate']:.0%}"
-    elif row.kind == "broker":
+        if cache is not None:
+            load += f" · hit {cache.hit_rate:.0%}"
+    elif row.kind is NodeKind.BROKER:
         role = "proxy"
     if row.state == "dead":
         # What a dead node last said is history, not its state: never show a
         # dead "leader" next to the real one.
         return [
             row.name, state, _seconds(row.age_s), Text(f"was {role}" if role else "", style="dim"),
-            Text(epoch, style="dim"), Text(txn, style="dim"), "", Text(load if row.kind != "replica" else "", style="dim"),
+            Text(epoch, style="dim"), Text(txn, style="dim"), "",
+            Text(load if row.kind is not NodeKind.REPLICA else "", style="dim"),
             _socket_summary(row.sockets),
         ]
     return [

@@ -15,7 +15,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.protocol import MESSAGES
+from common.protocol import MESSAGES, PROTOCOL_VERSION
 from harness.cluster import Http, initial_stocks
 
 pytestmark = pytest.mark.slow
@@ -103,7 +103,7 @@ msgpack_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
 message_like = st.builds(
     lambda name, version, extra: {"v": version, "msg": name, **extra},
     st.sampled_from(sorted(MESSAGES)) | st.text(max_size=8),
-    st.sampled_from([1, 1, 1, 0, 2, "1", None]),
+    st.sampled_from([PROTOCOL_VERSION] * 3 + [0, PROTOCOL_VERSION + 1, str(PROTOCOL_VERSION), None]),
     st.dictionaries(st.text(max_size=10), msgpack_values, max_size=5),
 )
 
@@ -145,7 +145,7 @@ def test_random_frames_never_crash_a_node(dealers, target, message):
     sock.send_multipart(message)
     while sock.poll(0):
         reply = msgpack.unpackb(sock.recv_multipart()[-1])
-        assert reply["v"] == 1
+        assert reply["v"] == PROTOCOL_VERSION
         assert reply["msg"] in ("error", "stock", "order", "trade_done", "fenced", "trades_applied")
 
 

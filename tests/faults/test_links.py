@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from common.protocol import LeaderChangedEvent, SteppedDownEvent
 from harness.bus import BusTap
 from harness.checker import assert_promises_kept
 from harness.cluster import wait_until
@@ -66,7 +67,7 @@ class TestLeaderCutFromFollowers:
             if other != leader:
                 cut(cluster, history, f"order-{leader}", f"order-{other}", how)
         new, _ = tap.wait_leader(other_than=leader, min_epoch=epoch + 1, timeout=5)
-        tap.wait_event("stepped_down", f"order-{leader}", since=since, timeout=5)
+        tap.wait_event(SteppedDownEvent, f"order-{leader}", since=since, timeout=5)
         acked_after(history, 30)
         restore_all(cluster, history)
         since = time.monotonic()
@@ -146,7 +147,7 @@ class TestLeaderHung:
         since = time.monotonic()
         history.note(f"SIGCONT order-{leader}")
         cluster.replica(leader).resume()
-        tap.wait_event("leader_changed", f"order-{leader}", since=since, timeout=5)
+        tap.wait_event(LeaderChangedEvent, f"order-{leader}", since=since, timeout=5)
         acked_after(history, 20)
         load.stop()
         assert_promises_kept(cluster, history)

@@ -16,7 +16,7 @@ import pytest
 import zmq
 
 from common import codec
-from common.protocol import PlaceTrade
+from common.protocol import CaughtUpEvent, PlaceTrade
 from harness.bus import BusTap
 from harness.checker import assert_promises_kept
 from harness.cluster import initial_stocks, wait_until
@@ -79,7 +79,7 @@ class TestLeaderKilled:
         acked_after(history, 20)
         since = time.monotonic()
         restart(cluster, history, leader)
-        tap.wait_event("caught_up", f"order-{leader}", since=since, timeout=15)
+        tap.wait_event(CaughtUpEvent, f"order-{leader}", since=since, timeout=15)
         acked_after(history, 20)
         assert tap.leader()[0] == new  # the old leader follows; it does not take over
         load.stop()
@@ -112,8 +112,8 @@ class TestFollowerKilled:
         acked_after(history, 60)  # the follower falls well behind
         since = time.monotonic()
         restart(cluster, history, follower)
-        event = tap.wait_event("caught_up", f"order-{follower}", since=since, timeout=15)
-        assert event.detail["index"] > 0
+        event = tap.wait_event(CaughtUpEvent, f"order-{follower}", since=since, timeout=15)
+        assert event.index > 0
         acked_after(history, 20)
         load.stop()
         assert_promises_kept(cluster, history)
@@ -162,7 +162,7 @@ class TestKillRestartKill:
             cluster.replica(second).pause()
         restart(cluster, history, first)
         if moment == "after-catch-up":
-            tap.wait_event("caught_up", f"order-{first}", since=since, timeout=15)
+            tap.wait_event(CaughtUpEvent, f"order-{first}", since=since, timeout=15)
         elif moment == "before-catch-up":
             # The election happens while the leader hangs, then it dies for good.
             tap.wait_leader(other_than=second, min_epoch=epoch2 + 1, timeout=15)

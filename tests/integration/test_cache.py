@@ -160,7 +160,7 @@ def test_with_the_cache_off_every_lookup_reaches_the_catalog(cluster_factory):
     with BusTap(cluster) as tap:
         def lookups() -> int | None:
             beat = tap.last_heartbeat("catalog")
-            return None if beat is None else beat.status["lookups"]
+            return None if beat is None else beat.catalog.lookups
 
         before = wait_until(lambda: lookups() is not None and (lookups(),), 2, "a catalog heartbeat")[0]
         for _ in range(25):

@@ -14,7 +14,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from common import codec
-from common.protocol import ApplyTrades, Lookup, PlaceTrade, StockInfo, TradeItem
+from common.protocol import PROTOCOL_VERSION, ApplyTrades, Lookup, PlaceTrade, StockInfo, TradeItem
 from harness.cluster import wait_until
 
 pytestmark = pytest.mark.slow
@@ -84,18 +84,18 @@ GARBAGE_FRAMES = [
     [b"", b"\xc1\xc1\xc1"],                                      # not msgpack
     [b"", msgpack.packb([1, 2, 3])],                             # not a map
     [b"", msgpack.packb({"v": 99, "msg": "lookup", "name": "FishCo"})],
-    [b"", msgpack.packb({"v": 1, "msg": "no_such_message"})],
-    [b"", msgpack.packb({"v": 1, "msg": "lookup", "name": 12})],
-    [b"", msgpack.packb({"v": 1, "msg": "lookup"})],
-    [b"", msgpack.packb({"v": 1, "msg": "place_trade", "request_id": "r", "name": "FishCo",
+    [b"", msgpack.packb({"v": PROTOCOL_VERSION, "msg": "no_such_message"})],
+    [b"", msgpack.packb({"v": PROTOCOL_VERSION, "msg": "lookup", "name": 12})],
+    [b"", msgpack.packb({"v": PROTOCOL_VERSION, "msg": "lookup"})],
+    [b"", msgpack.packb({"v": PROTOCOL_VERSION, "msg": "place_trade", "request_id": "r", "name": "FishCo",
                          "quantity": 2**63, "side": "buy"})],
-    [b"", msgpack.packb({"v": 1, "msg": "apply_trades", "epoch": 1, "batch": 1, "trades": [{"x": 1}]})],
+    [b"", msgpack.packb({"v": PROTOCOL_VERSION, "msg": "apply_trades", "epoch": 1, "batch": 1, "trades": [{"x": 1}]})],
     [b"", msgpack.packb({1: 2})],
     # Well formed but for integers past 64 signed bits (they once crashed SQLite):
-    [b"", msgpack.packb({"v": 1, "msg": "fence", "epoch": 2**64 - 1, "after_seq": 0, "limit": 10})],
-    [b"", msgpack.packb({"v": 1, "msg": "get_order", "txn": 2**64 - 1})],
-    [b"", msgpack.packb({"v": 1, "msg": "vote_request", "term": 2**64 - 1, "candidate": 9, "last_index": 0,
-                         "last_term": 0, "pre_vote": False})],
+    [b"", msgpack.packb({"v": PROTOCOL_VERSION, "msg": "fence", "epoch": 2**64 - 1, "after_seq": 0, "limit": 10})],
+    [b"", msgpack.packb({"v": PROTOCOL_VERSION, "msg": "get_order", "txn": 2**64 - 1})],
+    [b"", msgpack.packb({"v": PROTOCOL_VERSION, "msg": "vote_request", "term": 2**64 - 1, "candidate": 9,
+                         "last_index": 0, "last_term": 0, "pre_vote": False})],
     [b"", b""],
     [b"", codec.encode(StockInfo("FishCo", 1.0, 1, 1, 1, 1))],   # a valid message, wrong direction
     [b"", codec.encode(PlaceTrade("r-bad", "FishCo", 0, "buy"))],  # zero quantity
@@ -158,7 +158,7 @@ def test_garbage_frames_get_an_error_or_are_dropped_and_the_node_keeps_serving(c
     # Every message with an envelope got an error reply; the two without one were dropped.
     assert len(replies) == len(GARBAGE_FRAMES) - 2, replies
     for reply in replies:
-        assert reply["msg"] == "error" and reply["v"] == 1
+        assert reply["msg"] == "error" and reply["v"] == PROTOCOL_VERSION
         assert reply["code"] in ("bad_request", "unsupported_version", "not_leader"), reply
     assert cluster.node(name).alive
     if name == "catalog":

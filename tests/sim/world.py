@@ -360,7 +360,7 @@ class World:
 
     def describe(self) -> str:
         return "; ".join(
-            f"{i}: down" if self.nodes.get(i) is None else f"{i}: {self.nodes[i].snapshot()}" for i in self.ids
+            f"{i}: down" if self.nodes.get(i) is None else f"{i}: {self.nodes[i].status()}" for i in self.ids
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.protocol import StockChanged, StockInfo
+from common.protocol import CacheStatus, CatalogStatus, Heartbeat, NodeKind, StockChanged, StockInfo
 from frontend.cache import BROKER, CATALOG, Cached, LookupCache
 
 WINDOW = 0.3
@@ -19,10 +19,19 @@ def change(name: str, version: int, seq: int, quantity: int = 99) -> StockChange
     return StockChanged(name=name, price=15.99, quantity=quantity, version=version, seq=seq)
 
 
+def heartbeat(node: str, incarnation: str, seq: int | None = None) -> Heartbeat:
+    """A heartbeat of the broker, or of the catalog at change ``seq`` (None: without its status)."""
+    if node == BROKER:
+        return Heartbeat(node, incarnation, 1, 100, NodeKind.BROKER)
+    status = None if seq is None else CatalogStatus(seq=seq, fence=1, lookups=0, trades=0, batches=0,
+                                                    bad_requests=0)
+    return Heartbeat(node, incarnation, 1, 100, NodeKind.CATALOG, catalog=status)
+
+
 def beat(cache: LookupCache, now: float, seq: int, catalog: str = "cat-1", broker: str = "brk-1") -> None:
     """One heartbeat from the broker and one from the catalog (at change ``seq``)."""
-    cache.on_heartbeat(BROKER, broker, {}, now)
-    cache.on_heartbeat(CATALOG, catalog, {"seq": seq, "fence": 1}, now)
+    cache.on_heartbeat(heartbeat(BROKER, broker), now)
+    cache.on_heartbeat(heartbeat(CATALOG, catalog, seq), now)
 
 
 @pytest.fixture
@@ -47,29 +56,30 @@ def test_nothing_is_cached_before_the_bus_is_heard():
 
 def test_the_catalog_alone_is_not_enough_nor_the_broker_alone():
     c = LookupCache(3, WINDOW)
-    c.on_heartbeat(CATALOG, "cat-1", {"seq": 4}, 0.0)
+    c.on_heartbeat(heartbeat(CATALOG, "cat-1", 4), 0.0)
     assert not c.streaming
     c2 = LookupCache(3, WINDOW)
-    c2.on_heartbeat(BROKER, "brk-1", {}, 0.0)
+    c2.on_heartbeat(heartbeat(BROKER, "brk-1"), 0.0)
     assert not c2.streaming
-    c.on_heartbeat(BROKER, "brk-1", {}, 0.01)
+    c.on_heartbeat(heartbeat(BROKER, "brk-1"), 0.01)
     assert c.streaming and c.stream_seq == 4 and c.since_seq == 4
 
 
 def test_heartbeats_of_other_nodes_are_ignored():
     c = LookupCache(3, WINDOW)
-    c.on_heartbeat("order-1", "o", {"seq": 99}, 0.0)
-    c.on_heartbeat("frontend", "f", {"seq": 99}, 0.0)
+    c.on_heartbeat(Heartbeat("order-1", "o", 1, 100, NodeKind.REPLICA), 0.0)
+    c.on_heartbeat(Heartbeat("frontend", "f", 1, 100, NodeKind.FRONTEND), 0.0)
+    c.on_heartbeat(heartbeat("catalog-2", "c", 99), 0.0)  # a catalog's status, not the catalog
     assert c.stream_seq is None and not c.streaming
     assert c.liveness.nodes() == []
 
 
-def test_a_catalog_heartbeat_without_an_integer_seq_sets_no_baseline():
+def test_a_catalog_heartbeat_without_its_status_sets_no_baseline():
+    # (One whose seq is not an integer never gets here: the codec refuses it.)
     c = LookupCache(3, WINDOW)
-    c.on_heartbeat(BROKER, "b", {}, 0.0)
-    for status in ({}, {"seq": "10"}, {"seq": 10.0}, {"seq": True}, {"seq": None}):
-        c.on_heartbeat(CATALOG, "c", status, 0.0)
-        assert c.stream_seq is None and not c.streaming
+    c.on_heartbeat(heartbeat(BROKER, "b"), 0.0)
+    c.on_heartbeat(heartbeat(CATALOG, "c"), 0.0)
+    assert c.stream_seq is None and not c.streaming
 
 
 # --- LRU -----------------------------------------------------------------------------
@@ -267,9 +277,9 @@ def test_a_broker_restart_alone_does_not_flush(cache):
 def test_silence_for_the_window_flushes_and_stops_caching(cache, silent):
     cache.install(info("A", seq=10))
     other = CATALOG if silent == BROKER else BROKER
-    status = {"seq": 10} if other == CATALOG else {}
+    other_beat = heartbeat(CATALOG, "cat-1", 10) if other == CATALOG else heartbeat(BROKER, "brk-1")
     for t in (0.1, 0.2, 0.3):  # only the other node keeps beating
-        cache.on_heartbeat(other, "cat-1" if other == CATALOG else "brk-1", status, t)
+        cache.on_heartbeat(other_beat, t)
         cache.tick(t)
     assert "A" in cache.entries  # 0.3 s of silence is not yet more than the window
     cache.tick(0.31)
@@ -284,9 +294,9 @@ def test_silence_for_the_window_flushes_and_stops_caching(cache, silent):
 def test_caching_resumes_when_both_heartbeats_return(cache):
     cache.tick(1.0)
     assert not cache.streaming
-    cache.on_heartbeat(BROKER, "brk-1", {}, 1.1)
+    cache.on_heartbeat(heartbeat(BROKER, "brk-1"), 1.1)
     assert not cache.streaming  # no catalog baseline yet
-    cache.on_heartbeat(CATALOG, "cat-1", {"seq": 15}, 1.1)
+    cache.on_heartbeat(heartbeat(CATALOG, "cat-1", 15), 1.1)
     assert cache.streaming and cache.since_seq == 15
     assert not cache.install(info("A", seq=14))  # read before the stream restarted
     assert cache.install(info("A", seq=15))
@@ -296,8 +306,8 @@ def test_changes_heard_while_blind_do_not_count_as_a_stream(cache):
     cache.tick(1.0)
     cache.on_change(change("A", version=3, seq=20))
     assert cache.stream_seq is None and not cache.streaming
-    cache.on_heartbeat(BROKER, "brk-1", {}, 1.1)
-    cache.on_heartbeat(CATALOG, "cat-1", {"seq": 20}, 1.1)
+    cache.on_heartbeat(heartbeat(BROKER, "brk-1"), 1.1)
+    cache.on_heartbeat(heartbeat(CATALOG, "cat-1", 20), 1.1)
     assert not cache.install(info("A", version=2, seq=20))  # the floor from change 20 still holds
     assert cache.install(info("A", version=3, seq=20))
 
@@ -307,9 +317,9 @@ def test_a_closed_bus_connection_flushes_at_once(cache):
     cache.bus_disconnected()
     assert cache.entries == {} and not cache.streaming
     assert cache.last_flush_reason == "broker disconnected"
-    cache.on_heartbeat(CATALOG, "cat-1", {"seq": 10}, 0.05)  # queued catalog beat: still no broker
+    cache.on_heartbeat(heartbeat(CATALOG, "cat-1", 10), 0.05)  # queued catalog beat: still no broker
     assert not cache.streaming
-    cache.on_heartbeat(BROKER, "brk-1", {}, 0.06)
+    cache.on_heartbeat(heartbeat(BROKER, "brk-1"), 0.06)
     assert cache.streaming
 
 
@@ -345,9 +355,9 @@ def test_snapshot_figures(cache):
     cache.get("A")
     cache.get("B")
     snap = cache.snapshot()
-    assert snap == {
-        "size": 1, "capacity": 3, "streaming": True, "hits": 2, "misses": 1, "bypassed": 0, "installs": 1,
-        "stale_refused": 0, "invalidations": 0, "evictions": 0, "flushes": 0, "hit_rate": 0.6667,
-        "stream_seq": 10,
-    }
-    assert LookupCache(3, WINDOW).snapshot()["hit_rate"] == 0.0
+    assert snap == CacheStatus(
+        size=1, capacity=3, streaming=True, hits=2, misses=1, bypassed=0, installs=1,
+        stale_refused=0, invalidations=0, evictions=0, flushes=0, hit_rate=0.6667,
+        stream_seq=10,
+    )
+    assert LookupCache(3, WINDOW).snapshot().hit_rate == 0.0

@@ -14,7 +14,7 @@ from catalog.rules import Catalog, MemoryCatalogStore, StaleEpoch, Stock
 from catalog.store import SqliteCatalogStore
 from common import codec
 from common.errors import ConfigError, RemoteProtocolError
-from common.protocol import JournalEntry, StockInfo, TradeItem, TradeOutcome
+from common.protocol import PROTOCOL_VERSION, JournalEntry, StockInfo, TradeItem, TradeOutcome
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -338,14 +338,14 @@ def test_a_failed_batch_leaves_nothing_behind(sqlite, db_path, csv_path):
 def test_a_fence_with_a_number_beyond_int64_is_refused_at_the_wire(field):
     # SQLite stores signed 64-bit integers; an OverflowError would end the catalog's loop,
     # so the codec must refuse such a number before any store sees it.
-    body = {"v": 1, "msg": "fence", "epoch": 1, "after_seq": 0, "limit": 10, field: 2**63}
+    body = {"v": PROTOCOL_VERSION, "msg": "fence", "epoch": 1, "after_seq": 0, "limit": 10, field: 2**63}
     with pytest.raises(RemoteProtocolError, match="64-bit"):
         codec.decode(msgpack.packb(body))
 
 
 def test_the_largest_int64_fence_and_change_number_reach_the_store(store):
     big = 2**63 - 1
-    fence = codec.decode(msgpack.packb({"v": 1, "msg": "fence", "epoch": big, "after_seq": big, "limit": 10}))
+    fence = codec.decode(msgpack.packb({"v": PROTOCOL_VERSION, "msg": "fence", "epoch": big, "after_seq": big, "limit": 10}))
     store.raise_fence(fence.epoch)
     assert store.journal_after(fence.after_seq, fence.limit) == ([], False)
     assert store.fence == big

@@ -19,10 +19,12 @@ from hypothesis import strategies as st
 from common import codec
 from common.errors import LocalProtocolError, RemoteProtocolError
 from common.protocol import (
-    MESSAGES, PROTOCOL_VERSION, AppendEntries, AppendReply, ApplyTrades, Error, ErrorCode, Fence, Fenced,
-    GetOrder, Heartbeat, JournalEntry, LeaderAnnouncement, LogEntry, Lookup, Message, NodeEvent, OrderInfo,
-    PlaceTrade, StockChanged, StockInfo, Topic, TradeDone, TradeItem, TradeOutcome, TradeRecord, TradesApplied,
-    VoteReply, VoteRequest,
+    EVENTS, MESSAGES, PROTOCOL_VERSION, AppendEntries, AppendReply, ApplyTrades, BackendStatus, CacheFlushedEvent,
+    CacheStatus, CampaignEvent, CatalogStatus, CaughtUpEvent, Error, ErrorCode, Fence, Fenced, FrontendStatus,
+    GetOrder, Heartbeat, JournalEntry, LeaderAnnouncement, LeaderBelief, LeaderChangedEvent, LeaderElectedEvent,
+    LogEntry, Lookup, Message, NodeEvent, NodeKind, OrderInfo, PlaceTrade, ReplicaRole, ReplicaStatus,
+    SocketEvent, StartedEvent, SteppedDownEvent, StockChanged, StockInfo, StoppingEvent, Topic, TradeDone,
+    TradeItem, TradeOutcome, TradeRecord, TradesApplied, VoteReply, VoteRequest,
 )
 
 STOCK = StockInfo(name="GameStart", price=15.99, quantity=97, volume=3, version=4, seq=1021)
@@ -41,6 +43,18 @@ APPLIED = TradesApplied(batch=12, outcomes=[
 APPEND = AppendEntries(term=7, leader=3, prev_index=87, prev_term=6, entries=[
     LogEntry(index=88, term=7, trade=RECORD), LogEntry(index=89, term=7),
 ], commit=87, probe=311)
+REPLICA = ReplicaStatus(id=3, role=ReplicaRole.LEADER, term=7, leader=3, commit=87, last_index=89,
+                        recovering=False, down=[1, 2], ready=True, queued=4, awaiting=2, batch=16, next_txn=42,
+                        last_txn=41, trades=120, reads=7, bad_requests=1, dropped_sends=3)
+FOLLOWER = ReplicaStatus(id=1, role=ReplicaRole.FOLLOWER, term=7, commit=80, last_index=85, recovering=True,
+                         down=[], ready=False, queued=0, awaiting=0, next_txn=0, last_txn=40, trades=0, reads=0,
+                         bad_requests=0, dropped_sends=0)
+CATALOG = CatalogStatus(seq=1021, fence=7, lookups=530, trades=120, batches=31, bad_requests=0)
+CACHE = CacheStatus(size=10, capacity=10, streaming=True, hits=412, misses=90, bypassed=5, installs=95,
+                    stale_refused=1, invalidations=64, evictions=85, flushes=2, hit_rate=0.8207, stream_seq=1021)
+FRONTEND = FrontendStatus(node="frontend", cache=CACHE, leader=LeaderBelief(leader=3, epoch=7),
+                          backend=BackendStatus(catalog_calls=95, order_calls=120, retries=2, unavailable=0),
+                          heard={"broker": 0.012, "catalog": 0.05, "order-3": 0.1})
 
 EXAMPLES: list[Message] = [
     Error(code=ErrorCode.BAD_REQUEST, message="quantity must be at most 1000000"),
@@ -75,15 +89,38 @@ EXAMPLES: list[Message] = [
     AppendEntries(term=7, leader=3, prev_index=89, prev_term=7, entries=[], commit=89),
     AppendReply(term=7, follower=1, success=True, match_index=89, hint=89, probe=311),
     AppendReply(term=7, follower=2, success=False, match_index=0, hint=40),
-    Heartbeat(node="order-3", incarnation="2c7e920eb828", seq=17, interval_ms=100, status={
-        "role": "leader", "term": 7, "down": "1,2", "recovering": False, "batch": None,
-        "nested": {"hit_rate": 0.82, "list": [1, "two", 3.0]},
-    }),
-    Heartbeat(node="broker", incarnation="df447e029133", seq=1, interval_ms=100),
+    REPLICA,
+    FOLLOWER,
+    CATALOG,
+    CACHE,
+    CacheStatus(size=0, capacity=10, streaming=False, hits=0, misses=0, bypassed=3, installs=0, stale_refused=0,
+                invalidations=0, evictions=0, flushes=0, hit_rate=0.0),
+    LeaderBelief(leader=None, epoch=0),
+    BackendStatus(catalog_calls=95, order_calls=120, retries=2, unavailable=0),
+    FRONTEND,
+    FrontendStatus(node="frontend-2", leader=LeaderBelief(epoch=0), backend=BackendStatus(0, 0, 0, 0), heard={}),
+    Heartbeat(node="order-3", incarnation="2c7e920eb828", seq=17, interval_ms=100, kind=NodeKind.REPLICA,
+              replica=REPLICA),
+    Heartbeat(node="catalog", incarnation="a1b2c3d4e5f6", seq=9, interval_ms=100, kind=NodeKind.CATALOG,
+              catalog=CATALOG),
+    Heartbeat(node="frontend", incarnation="0f1e2d3c4b5a", seq=3, interval_ms=100, kind=NodeKind.FRONTEND,
+              frontend=FRONTEND),
+    Heartbeat(node="broker", incarnation="df447e029133", seq=1, interval_ms=100, kind=NodeKind.BROKER),
     LeaderAnnouncement(leader=3, epoch=7, endpoint="tcp://127.0.0.1:5563"),
     StockChanged(name="GameStart", price=15.99, quantity=97, version=4, seq=1021),
-    NodeEvent(node="order-2", kind="leader_elected", detail={"leader": 2, "epoch": 8, "last_index": 90}),
-    NodeEvent(node="catalog", kind="stopping"),
+    StartedEvent(node="catalog", seq=1021),
+    StartedEvent(node="order-2", last_index=90, term=7),
+    StartedEvent(node="frontend", cache=False),
+    StartedEvent(node="broker"),
+    StoppingEvent(node="catalog"),
+    SocketEvent(node="order-1", socket="peer-3", event="disconnected", endpoint="tcp://127.0.0.1:5563"),
+    LeaderElectedEvent(node="order-2", leader=2, epoch=8, last_index=90),
+    SteppedDownEvent(node="order-3", epoch=8),
+    LeaderChangedEvent(node="order-1", leader=2, epoch=8),
+    LeaderChangedEvent(node="order-1", epoch=9),
+    CaughtUpEvent(node="order-3", index=90, leader=2),
+    CampaignEvent(node="order-1", epoch=9, pre_vote=True, last_index=90),
+    CacheFlushedEvent(node="frontend", reason="gap: change 12 after 10", flushes=3),
 ]
 
 
@@ -138,6 +175,42 @@ def test_nested_round_trip_keeps_the_nested_types():
     assert msg.outcomes[1].stock is None
     entries = codec.decode(codec.encode(APPEND)).entries
     assert isinstance(entries[0].trade, TradeRecord) and entries[1].trade is None
+    frontend = codec.decode(codec.encode(Heartbeat("frontend", "i", 1, 100, NodeKind.FRONTEND,
+                                                   frontend=FRONTEND))).frontend
+    assert isinstance(frontend.cache, CacheStatus) and isinstance(frontend.leader, LeaderBelief)
+    assert isinstance(frontend.backend, BackendStatus) and frontend.heard == FRONTEND.heard
+
+
+def test_enum_fields_decode_to_their_members():
+    beat = codec.decode(codec.encode(Heartbeat("order-3", "i", 1, 100, NodeKind.REPLICA, replica=REPLICA)))
+    assert beat.kind is NodeKind.REPLICA
+    assert beat.replica.role is ReplicaRole.LEADER
+    body = _valid(Heartbeat("broker", "i", 1, 100, NodeKind.BROKER))
+    assert body["kind"] == "broker" and type(body["kind"]) is str
+
+
+def test_each_event_kind_is_a_message_named_by_its_kind():
+    assert [cls.MSG for cls in EVENTS] == ["started", "stopping", "socket", "leader_elected", "stepped_down",
+                                           "leader_changed", "caught_up", "campaign", "cache_flushed"]
+    assert all(issubclass(cls, NodeEvent) and MESSAGES[cls.MSG] is cls for cls in EVENTS)
+    body = _valid(CampaignEvent(node="order-1", epoch=9, pre_vote=True, last_index=90))
+    assert body == {"v": PROTOCOL_VERSION, "msg": "campaign", "node": "order-1", "epoch": 9, "pre_vote": True,
+                    "last_index": 90}
+    with pytest.raises(LocalProtocolError):
+        codec.encode(NodeEvent(node="order-1"))  # the base class is no message
+
+
+def test_an_events_details_are_its_fields_that_are_set():
+    assert StartedEvent(node="catalog", seq=4).details() == {"seq": 4}
+    assert LeaderChangedEvent(node="order-1", epoch=3).details() == {"epoch": 3}
+    assert StoppingEvent(node="broker").details() == {}
+
+
+def test_the_values_of_a_typed_map_are_checked_and_an_int_reads_as_a_float():
+    body = _valid(FRONTEND)
+    body["heard"] = {"broker": 0, "catalog": 0.5}
+    heard = codec.decode(msgpack.packb(body)).heard
+    assert heard == {"broker": 0.0, "catalog": 0.5} and type(heard["broker"]) is float
 
 
 def test_an_int_price_decodes_as_a_float():
@@ -148,12 +221,14 @@ def test_an_int_price_decodes_as_a_float():
 
 
 def test_optional_fields_may_be_absent_or_nil():
-    assert codec.decode(_frame(v=1, msg="error", code="bad_request", message="x")) == Error("bad_request", "x")
-    msg = codec.decode(_frame(v=1, msg="error", code="not_leader", message="x", leader=None, epoch=None))
+    v = PROTOCOL_VERSION
+    assert codec.decode(_frame(v=v, msg="error", code="bad_request", message="x")) == Error("bad_request", "x")
+    msg = codec.decode(_frame(v=v, msg="error", code="not_leader", message="x", leader=None, epoch=None))
     assert msg.leader is None and msg.epoch is None
-    hb = codec.decode(_frame(v=1, msg="heartbeat", node="broker", incarnation="i", seq=1, interval_ms=100))
-    assert hb.status == {}
-    ae = codec.decode(_frame(v=1, msg="append_entries", term=1, leader=1, prev_index=0, prev_term=0,
+    hb = codec.decode(_frame(v=v, msg="heartbeat", node="broker", incarnation="i", seq=1, interval_ms=100,
+                             kind="broker"))
+    assert hb.replica is None and hb.catalog is None and hb.frontend is None
+    ae = codec.decode(_frame(v=v, msg="append_entries", term=1, leader=1, prev_index=0, prev_term=0,
                              entries=[], commit=0))
     assert ae.probe == 0
 
@@ -236,7 +311,8 @@ def test_a_map_with_non_string_keys_is_refused():
         codec.decode(msgpack.packb({1: 1, "msg": "lookup", "name": "x"}))
 
 
-@pytest.mark.parametrize("version", [0, 2, -1, "1", None, [1], 2**64 - 1], ids=repr)
+@pytest.mark.parametrize("version", [0, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, -1, str(PROTOCOL_VERSION),
+                                     float(PROTOCOL_VERSION), None, [PROTOCOL_VERSION], 2**64 - 1], ids=repr)
 def test_wrong_version(version):
     body = _valid(Lookup("GameStart"))
     body["v"] = version
@@ -252,12 +328,12 @@ def test_missing_version():
 @pytest.mark.parametrize("name", ["nope", "", "Lookup", None, 5, ["lookup"], "trade_item "], ids=repr)
 def test_unknown_msg(name):
     with pytest.raises(RemoteProtocolError, match="unknown message"):
-        codec.decode(_frame(v=1, msg=name, name="GameStart"))
+        codec.decode(_frame(v=PROTOCOL_VERSION, msg=name, name="GameStart"))
 
 
 def test_missing_msg():
     with pytest.raises(RemoteProtocolError, match="unknown message"):
-        codec.decode(_frame(v=1, name="GameStart"))
+        codec.decode(_frame(v=PROTOCOL_VERSION, name="GameStart"))
 
 
 def _required(cls: type[Message]) -> set[str]:
@@ -277,7 +353,8 @@ def test_missing_required_field(msg):
 def test_required_fields_are_the_ones_without_defaults():
     assert _required(Error) == {"code", "message"}
     assert _required(TradeOutcome) == {"request_id", "status"}
-    assert _required(Heartbeat) == {"node", "incarnation", "seq", "interval_ms"}
+    assert _required(Heartbeat) == {"node", "incarnation", "seq", "interval_ms", "kind"}
+    assert "leader" not in _required(ReplicaStatus) and "batch" not in _required(ReplicaStatus)
     assert _required(AppendEntries) == {"term", "leader", "prev_index", "prev_term", "entries", "commit"}
 
 
@@ -306,9 +383,27 @@ WRONG_TYPES = [
                                         "seq": True}, "stock.seq must be an integer"),
     (AppendEntries(1, 1, 0, 0, [], 0), "entries", [{"index": 1, "term": 1, "trade": {"txn": 0}}],
      "lacks the field"),                                                              # doubly nested
-    (Heartbeat("n", "i", 1, 100), "status", [1, 2], "status must be a map"),
-    (Heartbeat("n", "i", 1, 100), "status", {b"seq": 1}, "status must be a map with string keys"),
-    (NodeEvent("n", "k"), "detail", "x", "detail must be a map"),
+    (Heartbeat("n", "i", 1, 100, NodeKind.BROKER), "kind", "router", "kind must be one of broker, catalog"),
+    (Heartbeat("n", "i", 1, 100, NodeKind.BROKER), "kind", 1, "heartbeat.kind must be one of"),
+    (Heartbeat("n", "i", 1, 100, NodeKind.BROKER), "kind", ["broker"], "heartbeat.kind must be one of"),
+    (Heartbeat("n", "i", 1, 100, NodeKind.BROKER), "replica", [1, 2], "replica must be a map"),
+    (Heartbeat("n", "i", 1, 100, NodeKind.REPLICA, replica=REPLICA), "replica",
+     {**dataclasses.asdict(REPLICA), "role": "boss"}, "replica.role must be one of follower"),
+    (Heartbeat("n", "i", 1, 100, NodeKind.REPLICA, replica=REPLICA), "replica",
+     {**dataclasses.asdict(REPLICA), "down": "1,2"}, "replica.down must be a list"),
+    (Heartbeat("n", "i", 1, 100, NodeKind.REPLICA, replica=REPLICA), "replica",
+     {**dataclasses.asdict(REPLICA), "down": [1, "2"]}, "replica.down[1] must be an integer"),
+    (Heartbeat("n", "i", 1, 100, NodeKind.CATALOG, catalog=CATALOG), "catalog",
+     {**dataclasses.asdict(CATALOG), "seq": "10"}, "catalog.seq must be an integer"),
+    (FRONTEND, "heard", [1, 2], "heard must be a map"),
+    (FRONTEND, "heard", {b"broker": 0.1}, "heard must be a map with string keys"),
+    (FRONTEND, "heard", {"broker": "0.1"}, "heard['broker'] must be a number"),
+    (FRONTEND, "cache", {**dataclasses.asdict(CACHE), "streaming": 1}, "cache.streaming must be a boolean"),
+    (FRONTEND, "leader", {"epoch": 1, "leader": "3"}, "leader.leader must be an integer"),
+    (SocketEvent("n", "bus", "connected", "tcp://x"), "event", 5, "socket.event must be a string"),
+    (CampaignEvent("n", 1, True, 0), "pre_vote", 1, "campaign.pre_vote must be a boolean"),
+    (LeaderChangedEvent("n", 1), "leader", "2", "leader_changed.leader must be an integer"),
+    (CacheFlushedEvent("n", "gap", 1), "flushes", None, "cache_flushed.flushes must be an integer"),
     (Error("bad_request", "x"), "leader", "3", "leader must be an integer"),          # optional, wrong
 ]
 
@@ -368,7 +463,7 @@ def test_encode_pub_puts_the_topic_first():
 
 @pytest.mark.parametrize("topic", list(Topic), ids=lambda t: t.name)
 def test_every_topic_round_trips(topic):
-    msg = Heartbeat(node="catalog", incarnation="abc", seq=3, interval_ms=100, status={"seq": 9})
+    msg = Heartbeat(node="catalog", incarnation="abc", seq=3, interval_ms=100, kind=NodeKind.CATALOG, catalog=CATALOG)
     assert codec.decode_pub(codec.encode_pub(topic, msg)) == (topic, msg)
 
 
@@ -443,7 +538,7 @@ field_names = st.sampled_from(sorted({f.name for cls in MESSAGES.values() for f 
 message_like = st.builds(
     lambda name, version, fields: {**fields, "v": version, "msg": name},
     st.sampled_from(sorted(MESSAGES)),
-    st.sampled_from([1, 1, 1, 0, 2, True, 1.0, "1"]),
+    st.sampled_from([PROTOCOL_VERSION] * 3 + [0, PROTOCOL_VERSION + 1, True, float(PROTOCOL_VERSION), "1"]),
     st.dictionaries(field_names, msgpack_values, max_size=8),
 )
 

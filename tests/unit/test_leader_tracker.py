@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from common.protocol import LeaderBelief
 from frontend.leader import LeaderTracker
 
 
@@ -15,14 +16,14 @@ def tracker() -> LeaderTracker:
 def test_unknown_at_first_and_tries_replicas_from_the_highest_id(tracker):
     assert tracker.leader is None and tracker.epoch == 0 and tracker.version == 0
     assert tracker.candidates() == [3, 2, 1]
-    assert tracker.snapshot() == {"leader": None, "epoch": 0}
+    assert tracker.snapshot() == LeaderBelief(leader=None, epoch=0)
 
 
 def test_an_announcement_sets_the_leader(tracker):
     assert tracker.announce(2, 1)
     assert (tracker.leader, tracker.epoch, tracker.version) == (2, 1, 1)
     assert tracker.candidates() == [2, 3, 1]
-    assert tracker.snapshot() == {"leader": 2, "epoch": 1}
+    assert tracker.snapshot() == LeaderBelief(leader=2, epoch=1)
 
 
 def test_an_announcement_at_epoch_zero_fills_in_an_unknown_leader(tracker):

@@ -12,7 +12,7 @@ import pytest
 
 from common import codec
 from common.errors import RemoteProtocolError
-from common.protocol import LogEntry, TradeRecord
+from common.protocol import PROTOCOL_VERSION, LogEntry, TradeRecord
 from order.log import MemoryLog
 from order.store import SqliteLog
 
@@ -311,10 +311,10 @@ def test_the_largest_int64_values_are_stored(pair):
 
 
 @pytest.mark.parametrize("body", [
-    {"v": 1, "msg": "get_order", "txn": 2**63},
-    {"v": 1, "msg": "vote_request", "term": 2**64 - 1, "candidate": 2, "last_index": 0, "last_term": 0,
+    {"v": PROTOCOL_VERSION, "msg": "get_order", "txn": 2**63},
+    {"v": PROTOCOL_VERSION, "msg": "vote_request", "term": 2**64 - 1, "candidate": 2, "last_index": 0, "last_term": 0,
      "pre_vote": False},
-    {"v": 1, "msg": "append_entries", "term": 1, "leader": 2, "prev_index": 0, "prev_term": 0, "commit": 0,
+    {"v": PROTOCOL_VERSION, "msg": "append_entries", "term": 1, "leader": 2, "prev_index": 0, "prev_term": 0, "commit": 0,
      "entries": [{"index": 1, "term": 1, "trade": {"txn": 1, "request_id": "r", "name": "A", "quantity": 1,
                                                     "side": "buy", "seq": 2**63}}]},
 ], ids=["get_order txn", "vote term", "entry seq"])

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from catalog.rules import Catalog, MemoryCatalogStore, Stock
 from common.protocol import (
-    AppendEntries, ApplyTrades, Error, GetOrder, LogEntry, OrderInfo, PlaceTrade, TradeDone, TradeItem, TradeRecord,
-    VoteReply, VoteRequest,
+    AppendEntries, ApplyTrades, Error, GetOrder, LogEntry, OrderInfo, PlaceTrade, ReplicaRole, TradeDone, TradeItem,
+    TradeRecord, VoteReply, VoteRequest,
 )
 from order.desk import ToCatalog, ToClient
 from order.log import MemoryLog
 from order.raft import Flush, Role, SendPeer, Timing
-from order.replica import Replica
+from order.replica import Counters, Replica
 from tests.sim.world import STOCKS
 
 TIMING = Timing(heartbeat_s=0.1, election_s=0.3, rank_step_s=0.15)
@@ -317,3 +317,19 @@ def test_a_message_that_claims_to_come_from_the_replica_itself_or_a_stranger_is_
                                            entries=[], commit=0), net.now)
         assert out == []
         assert leader.raft.role is Role.LEADER
+
+
+def test_the_status_reports_raft_the_desk_and_the_shells_counters():
+    net = elected()
+    net.place(3, "r1")
+    net.place(3, "r2")
+    leader = net.nodes[3].status(Counters(trades=2, reads=1))
+    assert (leader.id, leader.role, leader.term, leader.leader) == (3, ReplicaRole.LEADER, 1, 3)
+    assert leader.ready and (leader.last_txn, leader.next_txn) == (2, 3)
+    assert leader.last_index == leader.commit == net.logs[3].last_index()
+    assert (leader.queued, leader.awaiting, leader.batch, leader.down) == (0, 0, None, [])
+    assert (leader.trades, leader.reads, leader.bad_requests, leader.dropped_sends) == (2, 1, 0, 0)
+    net.run(1, net.nodes[1].peer_down(2, net.now))
+    follower = net.nodes[1].status()
+    assert (follower.role, follower.leader, follower.ready, follower.down) == (ReplicaRole.FOLLOWER, 3, False, [2])
+    assert not follower.recovering and follower.last_txn == 2 and follower.trades == 0

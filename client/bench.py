@@ -43,10 +43,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from common import config as configuration
+from harness.process import ROOT
 
 from . import noise, plots, report
 from .http import CLIENT_NAME, HttpClient
-from .servers import ROOT, Servers
+from .servers import Servers
 from .session import load_stocks
 from .stats import merge, summarize_all
 from .workers import WorkerPool

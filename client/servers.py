@@ -29,7 +29,7 @@ from common.errors import RemoteProtocolError
 from common.protocol import Lookup, StockInfo
 from common.sockets import free_tcp_ports
 from harness.cluster import Cluster
-from harness.process import ROOT, Process, Timeout, wait_until
+from harness.process import Process, Timeout, wait_until
 
 from .http import HttpClient
 

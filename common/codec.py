@@ -64,12 +64,11 @@ def encode(msg: Message) -> bytes:
     return msgpack.packb(body, use_bin_type=True)
 
 
-def decode(frame: bytes, expect: type[Message] | tuple[type[Message], ...] | None = None) -> Message:
+def decode(frame: bytes) -> Message:
     """Unpack and validate one frame.
 
-    :param expect: the message class(es) acceptable here, if restricted.
-    :raises RemoteProtocolError: on bad msgpack, a wrong version, an unknown or
-        unexpected message, or a field of the wrong type.
+    :raises RemoteProtocolError: on bad msgpack, a wrong version, an unknown
+        message, or a field of the wrong type.
     """
     try:
         body = msgpack.unpackb(frame, raw=False, strict_map_key=True)
@@ -84,8 +83,6 @@ def decode(frame: bytes, expect: type[Message] | tuple[type[Message], ...] | Non
     cls = MESSAGES.get(name) if isinstance(name, str) else None
     if cls is None:
         raise RemoteProtocolError(f"unknown message {name!r}")
-    if expect is not None and not issubclass(cls, expect):
-        raise RemoteProtocolError(f"message {name!r} is not valid on this socket")
     return _DECODERS[cls](body, name)
 
 

@@ -78,11 +78,6 @@ class Loop:
 
         self.add(monitor, read)
 
-    def close(self, sock: zmq.Socket) -> None:
-        """Stop polling ``sock`` (and its monitor) and close it."""
-        self.remove(sock)
-        sockets.close(sock)
-
     def run(self, tick: Callable[[float], float]) -> None:
         """Poll until stopped. ``tick(now)`` runs after every poll and returns
         how many seconds may pass before it must run again."""

@@ -1,99 +1,10 @@
 """The frontend node: the seed's HTTP API in front of the ZeroMQ backends.
 
-``create_app(config)`` builds the Flask application; ``python -m frontend``
-serves it with gunicorn's gevent worker (one process, many greenlets: one
-cache, one bus subscription, and read-your-writes across every connection).
-Every ZeroMQ send and receive here is non-blocking and every wait goes
-through gevent (:mod:`frontend.greenwait`), so a greenlet waiting on a
-backend never blocks the others.
+:mod:`frontend.app` builds the Flask application (``create_app``),
+:mod:`frontend.routes` holds the endpoints, :mod:`frontend.backend` and
+:mod:`frontend.channel` the way to the catalog and the order leader,
+:mod:`frontend.cache` and :mod:`frontend.leader` the pure cache and leader
+tracker, :mod:`frontend.watch` the bus listener. Importing this package
+loads none of them, so ``frontend.cache`` can be used without Flask, ZeroMQ
+or gevent.
 """
-
-from __future__ import annotations
-
-import dataclasses
-import threading
-import time
-from dataclasses import dataclass
-from typing import Any
-
-import zmq
-from flask import Flask
-
-from common.config import Config
-from common.protocol import FrontendStatus
-
-from .backend import Backend
-from .cache import LookupCache
-from .leader import LeaderTracker
-from .routes import api
-from .watch import BusWatcher
-
-
-@dataclass
-class FrontendState:
-    """Everything the request handlers share, kept in ``app.extensions``."""
-
-    name: str
-    ctx: zmq.Context
-    lock: threading.Lock
-    cache: LookupCache | None
-    tracker: LeaderTracker
-    backend: Backend
-    watcher: BusWatcher
-
-    def status(self) -> FrontendStatus:
-        """The frontend's figures, for its heartbeat and ``GET /stats``."""
-        with self.lock:
-            return self._status()
-
-    def stats(self) -> dict[str, Any]:
-        """``GET /stats``: the :class:`FrontendStatus` as JSON, its ``cache``
-        with ``enabled`` (only ``{"enabled": false}`` without a cache) and
-        every cached stock's version and quantity under ``cache.entries``."""
-        with self.lock:
-            status = dataclasses.asdict(self._status())
-            if self.cache is None:
-                status["cache"] = {"enabled": False}
-            else:
-                status["cache"] = {"enabled": True, **status["cache"], "entries": {
-                    e.name: {"version": e.version, "quantity": e.quantity} for e in self.cache.entries.values()
-                }}
-            return status
-
-    def _status(self) -> FrontendStatus:
-        return FrontendStatus(
-            node=self.name,
-            cache=None if self.cache is None else self.cache.snapshot(),
-            leader=self.tracker.snapshot(),
-            backend=self.backend.status(),
-            heard=self.watcher.snapshot(time.monotonic()),
-        )
-
-    def close(self) -> None:
-        self.watcher.stop()
-        self.backend.close()
-        self.ctx.destroy(linger=0)
-
-
-def create_app(config: Config, name: str = "frontend", cache: bool | None = None,
-               failpoint: str | None = None) -> Flask:
-    """Build the frontend application and start its bus watcher.
-
-    :param name: the node name on the bus (several frontends need several names).
-    :param cache: overrides ``[frontend] cache`` when not None.
-    :param failpoint: a test hook of :data:`frontend.backend.FAILPOINTS`.
-    """
-    app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = config.frontend.max_body_bytes
-    ctx = zmq.Context()
-    lock = threading.Lock()
-    enabled = config.frontend.cache if cache is None else cache
-    lookup_cache = LookupCache(config.frontend.cache_size, config.heartbeat.window_s) if enabled else None
-    tracker = LeaderTracker([r.id for r in config.orders])
-    state = FrontendState(name, ctx, lock, lookup_cache, tracker, None, None)  # type: ignore[arg-type]
-    state.watcher = BusWatcher(config, ctx, name, lookup_cache, tracker, lock, state.status)
-    state.backend = Backend(config, ctx, lookup_cache, tracker, lock, failpoint, watch=state.watcher.adopt)
-    app.extensions["bazaar"] = state
-    app.register_blueprint(api)
-    state.watcher.start()
-    return app

@@ -60,7 +60,7 @@ class FrontendServer(BaseApplication):
     def load(self):
         # Runs in the worker, after the fork and gevent's monkey-patching, so
         # the ZeroMQ context and every socket are created where they are used.
-        from . import create_app
+        from .app import create_app
 
         # Requests gunicorn refuses before Flask sees them (a bad request line,
         # a control character in a header) get the API's error shape too.

@@ -255,6 +255,8 @@ class OrderServer:
             elif isinstance(out, VoteRefused):
                 log.info("vote refused", voter=out.voter, epoch=out.term, pre_vote=out.pre_vote,
                          log_ahead=out.log_ahead)
+            else:  # a new output type the shell was not taught: a bug, never to be dropped silently
+                raise TypeError(f"the order server cannot carry out {out!r}")
 
     def _send(self, sock: zmq.Socket | None, msg) -> None:
         if sock is None:

@@ -243,17 +243,6 @@ def test_unknown_extra_keys_are_ignored():
     assert codec.decode(msgpack.packb(nested)) == APPLY
 
 
-def test_expect_restricts_the_acceptable_messages():
-    frame = codec.encode(Lookup("GameStart"))
-    assert codec.decode(frame, expect=Lookup) == Lookup("GameStart")
-    assert codec.decode(frame, expect=(Fence, Lookup)) == Lookup("GameStart")
-    with pytest.raises(RemoteProtocolError, match="not valid on this socket"):
-        codec.decode(frame, expect=(Fence, ApplyTrades))
-
-
-# --- encode errors ---------------------------------------------------------------
-
-
 def test_encoding_a_message_outside_the_protocol_is_a_local_error():
     @dataclass(frozen=True, slots=True)
     class Bogus(Message):

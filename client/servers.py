@@ -75,8 +75,7 @@ def zmq_ready(endpoint: str) -> Callable[[], bool]:
             sock.send(codec.encode(Lookup("ping")))
             if not sock.poll(200):
                 return False
-            codec.decode(sock.recv(), expect=StockInfo)
-            return True
+            return isinstance(codec.decode(sock.recv()), StockInfo)
         except RemoteProtocolError:
             return False
         finally:

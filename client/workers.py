@@ -79,10 +79,10 @@ def prepare_zmq(job: dict[str, Any]) -> Runner:
         if not sock.poll(ZMQ_TIMEOUT_MS):
             return False
         try:
-            reply = codec.decode(sock.recv(), expect=StockInfo)
+            reply = codec.decode(sock.recv())
         except RemoteProtocolError:
             return False
-        return reply.name == name
+        return isinstance(reply, StockInfo) and reply.name == name
 
     sock = open_socket()
     for _ in range(job.get("warmup", 0)):

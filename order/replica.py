@@ -20,7 +20,7 @@ from common.protocol import Error, ErrorCode, GetOrder, Message, PlaceTrade, Rep
 
 from .desk import Desk, StepDownRequest, ToClient
 from .log import LogStore
-from .raft import BecameLeader, Committed, Raft, ReadConfirmed, SteppedDown, Timing
+from .raft import BecameLeader, Committed, Flush, Raft, ReadConfirmed, SteppedDown, Timing
 
 
 @dataclass
@@ -112,8 +112,13 @@ class Replica:
 
     def _route(self, outputs: list, now: float) -> list:
         """Feed Raft's signals to the desk (and the desk's requests back to
-        Raft) until only outputs for the shell remain."""
+        Raft) until only outputs for the shell remain.
+
+        One :class:`Flush` at most, and last: every message of this step (the
+        entries for the followers, the next batch for the catalog, replies)
+        is on its way before the shell blocks in the fsync."""
         result = []
+        flush = None
         work = list(outputs)
         while work:
             item = work.pop(0)
@@ -129,6 +134,10 @@ class Replica:
                 work.extend(self.desk.on_read_confirmed(item.probe))
             elif isinstance(item, StepDownRequest):
                 work.extend(self.raft.step_down(item.term, now))
+            elif isinstance(item, Flush):
+                flush = item
             else:
                 result.append(item)
+        if flush is not None:
+            result.append(flush)
         return result

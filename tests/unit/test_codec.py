@@ -158,7 +158,18 @@ def test_frame_is_a_versioned_map_named_by_msg(msg):
     body = msgpack.unpackb(codec.encode(msg), raw=False)
     assert body["v"] == PROTOCOL_VERSION
     assert body["msg"] == msg.MSG
-    assert set(body) == {"v", "msg", *(f.name for f in dataclasses.fields(msg))}
+    # Every field is there but those that hold their default (the reader's default for an absent key).
+    present = {f.name for f in dataclasses.fields(msg)
+               if f.default is dataclasses.MISSING or getattr(msg, f.name) != f.default}
+    assert set(body) == {"v", "msg", *present}
+
+
+def test_a_field_that_holds_its_default_is_left_out_and_read_back():
+    body = msgpack.unpackb(codec.encode(PlaceTrade("r1", "FishCo", 1, "buy")), raw=False)
+    assert "trace" not in body
+    assert codec.decode(codec.encode(PlaceTrade("r1", "FishCo", 1, "buy"))).trace is False
+    traced = msgpack.unpackb(codec.encode(PlaceTrade("r1", "FishCo", 1, "buy", trace=True)), raw=False)
+    assert traced["trace"] is True
 
 
 def test_nested_messages_are_plain_maps_without_version_or_name():

@@ -100,7 +100,8 @@ def traced_trades(port: int, n: int, deadline: float) -> tuple[list[dict[str, fl
             if time.monotonic() > deadline:
                 break
             side = "buy" if i % 2 else "sell"
-            body = json.dumps({"name": STOCKS[i % len(STOCKS)], "quantity": 1, "type": side})
+            # bytes, not str: http.client sends a bytes body in the same segment as the headers
+            body = json.dumps({"name": STOCKS[i % len(STOCKS)], "quantity": 1, "type": side}).encode()
             headers = {"Content-Type": "application/json", TRACE_HEADER: "1", "Idempotency-Key": uuid.uuid4().hex}
             t0 = time.monotonic()
             conn.request("POST", "/orders", body=body, headers=headers)

@@ -20,25 +20,38 @@ import gevent.event
 import zmq
 
 
-def poll(socks: list[zmq.Socket], timeout_s: float) -> list[zmq.Socket]:
-    """Wait until one of ``socks`` has a message to read.
+class SocketSet:
+    """Sockets one greenlet waits on, each with a persistent gevent watcher on
+    its ``ZMQ_FD`` (made once, not at every wait)."""
 
-    :returns: the readable sockets (empty on timeout).
-    """
-    ready = [s for s in socks if s.get(zmq.EVENTS) & zmq.POLLIN]
-    if ready or timeout_s <= 0:
-        return ready
-    loop = gevent.get_hub().loop
-    woken = gevent.event.Event()
-    watchers = []
-    try:
-        for s in socks:
-            watcher = loop.io(s.get(zmq.FD), 1)
-            watcher.start(woken.set)
-            watchers.append(watcher)
-        woken.wait(timeout_s)
-    finally:
-        for watcher in watchers:
+    def __init__(self) -> None:
+        self._loop = gevent.get_hub().loop
+        self._woken = gevent.event.Event()
+        self._watchers: dict[zmq.Socket, object] = {}
+
+    def add(self, sock: zmq.Socket) -> None:
+        watcher = self._loop.io(sock.get(zmq.FD), 1)
+        watcher.start(self._woken.set)
+        self._watchers[sock] = watcher
+
+    def remove(self, sock: zmq.Socket) -> None:
+        watcher = self._watchers.pop(sock, None)
+        if watcher is not None:
             watcher.stop()
             watcher.close()
-    return [s for s in socks if s.get(zmq.EVENTS) & zmq.POLLIN]
+
+    def close(self) -> None:
+        for sock in list(self._watchers):
+            self.remove(sock)
+
+    def wait(self, timeout_s: float) -> list[zmq.Socket]:
+        """Until one of the sockets has a message to read.
+
+        :returns: the readable sockets (empty on timeout).
+        """
+        self._woken.clear()  # before looking, so that no wake-up is lost in between
+        ready = [s for s in self._watchers if s.get(zmq.EVENTS) & zmq.POLLIN]
+        if ready or timeout_s <= 0:
+            return ready
+        self._woken.wait(timeout_s)
+        return [s for s in self._watchers if s.get(zmq.EVENTS) & zmq.POLLIN]

@@ -89,6 +89,9 @@ class BusWatcher:
         sub = Subscriber(self.ctx, self.config.broker.xpub.connect, topics, connect=False)
         pub = Publisher(self.ctx, self.config.broker.xsub.connect, self.name, NodeKind.FRONTEND, hb.interval_ms)
         monitors = {sockets.watch(sub.sock): "sub", sockets.watch(pub.sock): "bus"}
+        watched = greenwait.SocketSet()
+        for sock in (sub.sock, *monitors):
+            watched.add(sock)
         sub.connect()
         beat = Ticker(hb.interval_s, time.monotonic())
         pub.event(StartedEvent(self.name, cache=self.cache is not None))
@@ -99,13 +102,15 @@ class BusWatcher:
                     adopted, self._adopted = self._adopted, []
                 for monitor, label in adopted:
                     monitors[monitor] = label
-                events = set(greenwait.poll([sub.sock, *monitors], beat.remaining(time.monotonic())))
+                    watched.add(monitor)
+                events = set(watched.wait(beat.remaining(time.monotonic())))
                 now = time.monotonic()
                 if sub.sock in events:
                     self._drain(sub, now)
                 for monitor, label in list(monitors.items()):
                     if monitor in events and self._socket_events(monitor, label, pub):
                         del monitors[monitor]
+                        watched.remove(monitor)
                         sockets.close(monitor)
                 with self.lock:
                     if self.cache is not None:
@@ -118,6 +123,7 @@ class BusWatcher:
                 if beat.due(now):
                     pub.heartbeat(self.status())
         finally:
+            watched.close()
             pub.event(StoppingEvent(self.name))
             with self.lock:
                 adopted, self._adopted = self._adopted, []

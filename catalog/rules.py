@@ -152,29 +152,48 @@ class Catalog:
         :returns: the reply, and the stock changes to publish on the bus
             (after the reply's commit, before the reply is sent).
         """
+        replies, changes = self.handle_all([msg])
+        return replies[0], changes
+
+    def handle_all(self, msgs: list[Message]) -> tuple[list[Message], list[StockChanged]]:
+        """Answer requests that arrived together, in order (never raises on bad input).
+
+        Consecutive trade batches share one commit (group commit): while one
+        commit's fsync runs, the next batches wait in the socket, and then all
+        of them cost one fsync instead of one each.
+
+        :returns: one reply per request, and every stock change to publish
+            (after the commits, before the replies are sent).
+        :raises: whatever the store raises on a failed commit; then no reply
+            of the failed group may be sent (the leader resends).
+        """
+        replies: list[Message | None] = [None] * len(msgs)
+        changes: list[StockChanged] = []
+        group = _Group(self)
+        for i, msg in enumerate(msgs):
+            if isinstance(msg, ApplyTrades):
+                replies[i] = group.add(msg)
+                continue
+            if group.batches:
+                changes += group.commit()
+                group = _Group(self)
+            replies[i] = self._answer(msg)
+        if group.batches:
+            changes += group.commit()
+        return replies, changes  # type: ignore[return-value]
+
+    def _answer(self, msg: Message) -> Message:
         if isinstance(msg, Lookup):
             info = self.lookup(msg.name)
-            return (info if info is not None else Error(ErrorCode.STOCK_NOT_FOUND, "stock not found")), []
-        if isinstance(msg, ApplyTrades):
-            for item in msg.trades:
-                problem = trade_problem(item.request_id, item.name, item.quantity, item.side)
-                if problem:
-                    return Error(ErrorCode.BAD_REQUEST, f"trade {item.request_id!r}: {problem}"), []
-            try:
-                applied = self.apply(msg.epoch, msg.trades)
-            except StaleEpoch as exc:
-                return Error(ErrorCode.STALE_EPOCH, f"epoch {msg.epoch} is fenced off", epoch=exc.fence), []
-            changes = [StockChanged(name=s.name, price=s.price, quantity=s.quantity, version=s.version, seq=seq)
-                       for s, seq in applied.changes]
-            return TradesApplied(batch=msg.batch, outcomes=applied.outcomes), changes
+            return info if info is not None else Error(ErrorCode.STOCK_NOT_FOUND, "stock not found")
         if isinstance(msg, Fence):
             try:
                 self.raise_fence(msg.epoch)
             except StaleEpoch as exc:
-                return Error(ErrorCode.STALE_EPOCH, f"epoch {msg.epoch} is fenced off", epoch=exc.fence), []
+                return Error(ErrorCode.STALE_EPOCH, f"epoch {msg.epoch} is fenced off", epoch=exc.fence)
             entries, more = self.journal_after(msg.after_seq, max(1, min(msg.limit, FENCE_PAGE_MAX)))
-            return Fenced(epoch=msg.epoch, entries=entries, more=more), []
-        return Error(ErrorCode.BAD_REQUEST, f"{msg.MSG!r} is not a catalog request"), []
+            return Fenced(epoch=msg.epoch, entries=entries, more=more)
+        return Error(ErrorCode.BAD_REQUEST, f"{msg.MSG!r} is not a catalog request")
 
     # --- reads ----------------------------------------------------------------
 
@@ -208,36 +227,80 @@ class Catalog:
 
         :raises StaleEpoch: if ``epoch`` is below the fence (nothing changes).
         """
-        if epoch < self.fence:
-            raise StaleEpoch(self.fence)
-        change = Commit(fence=max(self.fence, epoch), seq=self.seq)
+        group = _Group(self)
+        applied = group.settle(epoch, trades)
+        group.commit()
+        return applied
+
+
+class _Group:
+    """Trade batches settled one after another on top of each other, then
+    committed together; nothing of them is visible (lookups, the fence, the
+    table) until the commit succeeded."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.change = Commit(fence=catalog.fence, seq=catalog.seq)
+        self.stocks: dict[str, Stock] = {}       # the group's changes so far, by name
+        self.fresh: dict[str, JournalRow] = {}   # the group's journal rows so far
+        self.batches = 0
+        self.changes: list[tuple[Stock, int]] = []
+
+    def add(self, msg: ApplyTrades) -> Message:
+        """Settle one request's batch into the group; its reply (valid once committed)."""
+        for item in msg.trades:
+            problem = trade_problem(item.request_id, item.name, item.quantity, item.side)
+            if problem:
+                return Error(ErrorCode.BAD_REQUEST, f"trade {item.request_id!r}: {problem}")
+        try:
+            applied = self.settle(msg.epoch, msg.trades)
+        except StaleEpoch as exc:
+            return Error(ErrorCode.STALE_EPOCH, f"epoch {msg.epoch} is fenced off", epoch=exc.fence)
+        return TradesApplied(batch=msg.batch, outcomes=applied.outcomes)
+
+    def settle(self, epoch: int, trades: list[TradeItem]) -> Applied:
+        """:raises StaleEpoch: if ``epoch`` is below the fence (nothing changes)."""
+        change = self.change
+        if epoch < change.fence:
+            raise StaleEpoch(change.fence)
+        change.fence = max(change.fence, epoch)
+        self.batches += 1
         outcomes: list[TradeOutcome] = []
-        changed: dict[str, Stock] = {}
         changes: list[tuple[Stock, int]] = []
-        fresh: dict[str, JournalRow] = {}
         for item in trades:
-            row = fresh.get(item.request_id) or self.store.journaled(item.request_id)
+            row = self.fresh.get(item.request_id) or self.catalog.store.journaled(item.request_id)
             if row is not None:
                 outcomes.append(_replay(item, row))
                 continue
-            status, after = settle(changed.get(item.name) or self.stocks.get(item.name), item.quantity, item.side)
+            current = self.stocks.get(item.name) or self.catalog.stocks.get(item.name)
+            status, after = settle(current, item.quantity, item.side)
             entry_seq = None
             if after is not None:
                 change.seq += 1
                 entry_seq = change.seq
-                changed[item.name] = after
+                self.stocks[item.name] = after
                 changes.append((after, entry_seq))
             row = JournalRow(status.value, entry_seq, item.name, item.quantity, item.side, epoch)
-            fresh[item.request_id] = row
+            self.fresh[item.request_id] = row
             change.journal.append((item.request_id, row))
             outcomes.append(TradeOutcome(request_id=item.request_id, status=status.value, seq=entry_seq,
                                          stock=None if after is None else to_info(after, entry_seq)))
-        change.stocks = list(changed.values())
-        self.store.commit(change)
-        self.stocks.update(changed)
-        self.seq = change.seq
-        self.fence = change.fence
+        self.changes += changes
         return Applied(outcomes, changes)
+
+    def commit(self) -> list[StockChanged]:
+        """One durable write for the whole group, then the table moves on.
+
+        :returns: the stock changes, for the bus.
+        """
+        self.change.stocks = list(self.stocks.values())
+        self.catalog.store.commit(self.change)
+        catalog = self.catalog
+        catalog.stocks.update(self.stocks)
+        catalog.seq = self.change.seq
+        catalog.fence = self.change.fence
+        return [StockChanged(name=s.name, price=s.price, quantity=s.quantity, version=s.version, seq=seq)
+                for s, seq in self.changes]
 
 
 def _replay(item: TradeItem, row: JournalRow) -> TradeOutcome:

@@ -1,10 +1,11 @@
 """The catalog's I/O loop: a ROUTER for requests, a PUB to the bus.
 
-Requests are answered one at a time from a single thread, by the pure
+Requests are answered from a single thread, by the pure
 :class:`catalog.rules.Catalog` over its SQLite store. Lookups are served from
-memory; a batch of trades is one SQLite transaction, after which every
-changed stock is published (``stock`` topic) with its change number, then the
-batch is answered. The heartbeat carries the last change number, so a
+memory; the trade batches waiting together are one SQLite transaction (group
+commit), after which their changes are published (``stock`` topic, one
+``stock_changes`` message) with their change numbers, then the batches are
+answered. The heartbeat carries the last change number, so a
 subscriber that missed the final change of a burst still sees the gap.
 """
 
@@ -26,7 +27,7 @@ from common.logs import get_logger
 from common.node import DRAIN_LIMIT, Loop, serve
 from common.protocol import (
     ApplyTrades, CatalogStatus, Error, ErrorCode, Fence, Fenced, Lookup, Message, NodeKind, SocketEvent,
-    StartedEvent, Topic, TradesApplied,
+    StartedEvent, StockChanges, Topic, TradesApplied,
 )
 
 from .rules import Catalog
@@ -82,25 +83,39 @@ class CatalogServer:
         self.bus.event(SocketEvent(self.bus.node, socket=label, event=event, endpoint=endpoint))
 
     def on_requests(self) -> None:
+        """Answer every request waiting on the router. Trade batches that
+        arrived together share one commit (:meth:`Catalog.handle_all`), and
+        what they changed is published as one bus message, before the
+        replies go out."""
+        received = time.monotonic()
+        batch: list[tuple[list[bytes], Message]] = []
         for got in rpc.pending_requests(self.router, DRAIN_LIMIT):
             if got is None:
                 self.counters.bad_requests += 1
                 continue
             envelope, msg = got
-            rpc.send_reply(self.router, envelope, self.handle(msg))
+            if isinstance(msg, RemoteProtocolError):
+                self.counters.bad_requests += 1
+                log.warning("bad request", error=str(msg))
+                rpc.send_reply(self.router, envelope, Error(error_code(msg), str(msg)))
+                continue
+            batch.append((envelope, msg))
+        if not batch:
+            return
+        msgs = [msg for _, msg in batch]
+        replies, changes = self.catalog.handle_all(msgs)
+        committed = time.monotonic()
+        for msg, reply in zip(msgs, replies):
+            self._count(msg, reply)
+        if changes:
+            self.bus.publish(Topic.STOCK, StockChanges(changes))
+        published = time.monotonic()
+        for (envelope, msg), reply in zip(batch, replies):
+            if isinstance(msg, ApplyTrades) and msg.trace and isinstance(reply, TradesApplied):
+                reply = dataclasses.replace(reply, trace=[received, committed, published])
+            rpc.send_reply(self.router, envelope, reply)
 
-    def handle(self, msg: Message | RemoteProtocolError) -> Message:
-        """Answer one request (never raises on bad input); publish what it changed.
-
-        A traced batch (``ApplyTrades.trace``) gets the time it arrived, was
-        committed and was published in its reply (:mod:`common.trace`)."""
-        received = time.monotonic() if isinstance(msg, ApplyTrades) and msg.trace else None
-        if isinstance(msg, RemoteProtocolError):
-            self.counters.bad_requests += 1
-            log.warning("bad request", error=str(msg))
-            return Error(error_code(msg), str(msg))
-        reply, changes = self.catalog.handle(msg)
-        committed = time.monotonic() if received is not None else None
+    def _count(self, msg: Message, reply: Message) -> None:
         if isinstance(msg, Lookup):
             self.counters.lookups += 1
         elif isinstance(reply, Error) and reply.code == ErrorCode.STALE_EPOCH:
@@ -114,8 +129,3 @@ class CatalogServer:
         elif isinstance(reply, Fenced) and isinstance(msg, Fence):
             log.info("fenced", epoch=msg.epoch, after_seq=msg.after_seq, returned=len(reply.entries),
                      more=reply.more)
-        for change in changes:
-            self.bus.publish(Topic.STOCK, change)
-        if received is not None and isinstance(reply, TradesApplied):
-            reply = dataclasses.replace(reply, trace=[received, committed, time.monotonic()])
-        return reply

@@ -510,6 +510,15 @@ class StockChanged(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class StockChanges(Message):
+    """What the catalog committed in one go (a group of trade batches), as one
+    bus message: every :class:`StockChanged` in ``seq`` order, no seq left out."""
+
+    MSG: ClassVar[str] = "stock_changes"
+    changes: list[StockChanged]
+
+
+@dataclass(frozen=True, slots=True)
 class NodeEvent(Message):
     """Something worth an operator's attention happened on ``node`` (topic
     ``event``). Not a message itself: each kind of event is a subclass, whose
@@ -624,7 +633,7 @@ MESSAGES: dict[str, type[Message]] = {
         Fence, JournalEntry, Fenced, PlaceTrade, TradeDone, GetOrder, OrderInfo,
         TradeRecord, LogEntry, VoteRequest, VoteReply, AppendEntries, AppendReply,
         ReplicaStatus, CatalogStatus, CacheStatus, LeaderBelief, BackendStatus, FrontendStatus,
-        Heartbeat, LeaderAnnouncement, StockChanged, *EVENTS,
+        Heartbeat, LeaderAnnouncement, StockChanged, StockChanges, *EVENTS,
     )
 }
 

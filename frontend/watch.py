@@ -28,7 +28,7 @@ from common.heartbeat import Liveness, Ticker
 from common.logs import get_logger
 from common.protocol import (
     CacheFlushedEvent, FrontendStatus, Heartbeat, LeaderAnnouncement, NodeKind, SocketEvent, StartedEvent,
-    StockChanged, StoppingEvent, Topic,
+    StockChanged, StockChanges, StoppingEvent, Topic,
 )
 
 from . import greenwait
@@ -136,7 +136,11 @@ class BusWatcher:
         messages = list(sub.drain())
         with self.lock:
             for _topic, msg in messages:
-                if isinstance(msg, StockChanged):
+                if isinstance(msg, StockChanges):
+                    if self.cache is not None:
+                        for change in msg.changes:
+                            self.cache.on_change(change)
+                elif isinstance(msg, StockChanged):
                     if self.cache is not None:
                         self.cache.on_change(msg)
                 elif isinstance(msg, Heartbeat):

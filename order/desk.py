@@ -10,11 +10,15 @@ argument is in docs/REPLICATION.md):
    change number (``seq``) in its own log. Those are trades a dead leader got
    applied but never logged; the desk appends them to the log (new
    transaction numbers, same request ids) before it takes any new trade.
-2. **Catalog first, then log.** New trades go to the catalog in batches (one
-   durable transaction each, at most one batch in flight, so log order equals
-   catalog order); applied ones are appended to the log and acknowledged once
-   a majority of replicas holds them. Refused ones (not enough stock, unknown
-   stock) are answered at once and never logged.
+2. **Catalog first, then log, in the catalog's order.** New trades go to the
+   catalog in batches (one durable transaction each, up to
+   :data:`BATCHES_IN_FLIGHT` at a time); applied ones are appended to the log
+   in the order of their catalog change number ``seq``, with no seq left out
+   (a trade whose batch came back before an earlier batch's waits, held, for
+   the seqs before it), and acknowledged once a majority of replicas holds
+   them. So the log holds every seq up to its highest, which is what the next
+   leader's adoption relies on. Refused ones (not enough stock, unknown stock)
+   are answered at once and never logged.
 3. **Request ids everywhere.** A retry finds its trade by request id in the
    log, in the pipeline, or in the catalog's journal, and gets the first
    result back; nothing is applied twice.
@@ -42,6 +46,9 @@ from .log import LogStore
 from .raft import Raft
 
 BATCH_MAX = 128
+# Batches at the catalog at once: the next batch goes out while the previous
+# one commits, instead of waiting for its reply.
+BATCHES_IN_FLIGHT = 4
 QUEUE_MAX = 10_000
 READS_MAX = 10_000
 FENCE_PAGE = 500
@@ -116,8 +123,10 @@ class Desk:
         self.queue: deque[Pending] = deque()
         self.pending: dict[str, Pending] = {}
         self.awaiting: dict[int, Pending] = {}
-        self.batch: Batch | None = None
+        self.batches: dict[int, Batch] = {}  # in flight at the catalog, oldest first
         self.batch_counter = 0
+        self.held: dict[int, tuple[Pending, int]] = {}  # applied, waiting for an earlier seq: seq -> (trade, seq)
+        self.next_seq = 1  # the catalog change number the log takes next
         self.next_txn = 0
         self.reads: list[tuple[int, Any, int]] = []
         self.confirmed_probe = 0
@@ -129,6 +138,7 @@ class Desk:
         self.epoch = term
         self.ready = False
         self.next_txn = self.log.last_txn() + 1
+        self.next_seq = self.log.max_seq() + 1
         entries, out = self.raft.propose([None], now)
         self.noop_index = entries[0].index if entries else 0
         self._send_fence(self.log.max_seq(), now, out)
@@ -139,7 +149,8 @@ class Desk:
         on the new leader, where its request id finds the trade)."""
         out = []
         seen: set[int] = set()
-        for trade in [*self.queue, *(self.batch.trades if self.batch else []), *self.awaiting.values()]:
+        at_catalog = [t for batch in self.batches.values() for t in batch.trades]
+        for trade in [*self.queue, *at_catalog, *(t for t, _ in self.held.values()), *self.awaiting.values()]:
             if id(trade) not in seen:
                 seen.add(id(trade))
                 out.extend(ToClient(ref, refusal) for ref in trade.waiters)
@@ -150,7 +161,8 @@ class Desk:
         self.queue.clear()
         self.pending.clear()
         self.awaiting.clear()
-        self.batch = None
+        self.batches.clear()
+        self.held.clear()
         self.reads.clear()
         self.confirmed_probe = 0
         return out
@@ -241,18 +253,19 @@ class Desk:
             if self.fence is not None and msg.epoch == self.epoch:
                 self._adopt(msg, now, out)
         elif isinstance(msg, TradesApplied):
-            if self.batch is not None and msg.batch == self.batch.msg.batch:
-                self._settle(msg, now, out)
+            batch = self.batches.pop(msg.batch, None)
+            if batch is not None:
+                self._settle(batch, msg, now, out)
         elif isinstance(msg, Error):
             if msg.code == ErrorCode.STALE_EPOCH and msg.epoch is not None and msg.epoch > self.epoch:
                 out.append(StepDownRequest(msg.epoch))
-            elif self.batch is not None and msg.code == ErrorCode.BAD_REQUEST:
-                # Only a bug could get here: fail the batch rather than retry forever.
+            elif self.batches and msg.code == ErrorCode.BAD_REQUEST:
+                # Only a bug could get here: fail the batch rather than retry forever. The
+                # catalog answers in order, so the refusal is the oldest batch's.
                 refusal = Error(ErrorCode.BAD_REQUEST, f"the catalog refused the batch: {msg.message}")
-                for trade in self.batch.trades:
+                for trade in self.batches.pop(next(iter(self.batches))).trades:
                     self.pending.pop(trade.item.request_id, None)
                     out.extend(ToClient(ref, refusal) for ref in trade.waiters)
-                self.batch = None
                 self._pump(now, out)
         return out
 
@@ -261,16 +274,23 @@ class Desk:
         if self.fence is not None and now - self.fence[1] >= self.catalog_s:
             self.fence = (self.fence[0], now)
             out.append(ToCatalog(self.fence[0]))
-        if self.batch is not None and now - self.batch.sent_at >= self.catalog_s:
-            self.batch.sent_at = now
-            out.append(ToCatalog(self.batch.msg))
+        if self.batches and now - next(iter(self.batches.values())).sent_at >= self.catalog_s:
+            # The oldest has waited too long: resend every batch in flight, in order (the
+            # catalog's journal makes a batch it already applied a replay).
+            for batch in self.batches.values():
+                batch.sent_at = now
+                out.append(ToCatalog(batch.msg))
         return out
 
     def next_deadline(self) -> float | None:
         times = [self.fence[1]] if self.fence is not None else []
-        if self.batch is not None:
-            times.append(self.batch.sent_at)
+        if self.batches:
+            times.append(next(iter(self.batches.values())).sent_at)
         return min(times) + self.catalog_s if times else None
+
+    def at_catalog(self) -> int:
+        """How many trades are at the catalog now."""
+        return sum(len(batch.trades) for batch in self.batches.values())
 
     # --- internals ------------------------------------------------------------
 
@@ -287,6 +307,7 @@ class Desk:
         """Log the trades the catalog applied that no log holds yet."""
         records = []
         for j in msg.entries:
+            self.next_seq = max(self.next_seq, j.seq + 1)
             if self.log.by_request(j.request_id) is None:
                 records.append(TradeRecord(txn=self.next_txn, request_id=j.request_id, name=j.name,
                                            quantity=j.quantity, side=j.side, seq=j.seq))
@@ -307,19 +328,15 @@ class Desk:
         self._pump(now, out)
 
     def _pump(self, now: float, out: list) -> None:
-        if not self.ready or self.batch is not None or not self.queue:
-            return
-        trades = [self.queue.popleft() for _ in range(min(BATCH_MAX, len(self.queue)))]
-        self.batch_counter += 1
-        msg = ApplyTrades(epoch=self.epoch, batch=self.batch_counter, trades=[t.item for t in trades])
-        self.batch = Batch(msg, trades, now)
-        out.append(ToCatalog(msg))
+        while self.ready and self.queue and len(self.batches) < BATCHES_IN_FLIGHT:
+            trades = [self.queue.popleft() for _ in range(min(BATCH_MAX, len(self.queue)))]
+            self.batch_counter += 1
+            msg = ApplyTrades(epoch=self.epoch, batch=self.batch_counter, trades=[t.item for t in trades])
+            self.batches[self.batch_counter] = Batch(msg, trades, now)
+            out.append(ToCatalog(msg))
 
-    def _settle(self, msg: TradesApplied, now: float, out: list) -> None:
-        trades = {t.item.request_id: t for t in self.batch.trades}
-        self.batch = None
-        records: list[TradeRecord] = []
-        owners: list[Pending] = []
+    def _settle(self, batch: Batch, msg: TradesApplied, now: float, out: list) -> None:
+        trades = {t.item.request_id: t for t in batch.trades}
         for outcome in msg.outcomes:
             trade = trades.pop(outcome.request_id, None)
             if trade is None:
@@ -339,18 +356,34 @@ class Desk:
                 else:
                     self.awaiting.setdefault(logged.index, trade)
                 continue
-            records.append(TradeRecord(
-                txn=self.next_txn, request_id=trade.item.request_id, name=trade.item.name,
-                quantity=trade.item.quantity, side=trade.item.side, seq=outcome.seq,
-            ))
-            self.next_txn += 1
-            owners.append(trade)
+            if outcome.seq >= self.next_seq:
+                self.held[outcome.seq] = (trade, outcome.seq)
+            else:  # a seq the log is past, for a trade it lacks: the catalog's numbering went back
+                self.pending.pop(outcome.request_id, None)
+                refusal = Error(ErrorCode.UNAVAILABLE, f"the catalog numbered the trade {outcome.seq}, behind the "
+                                                       f"log's {self.next_seq - 1}; retry")
+                out.extend(ToClient(ref, refusal) for ref in trade.waiters)
         for trade in trades.values():  # the catalog skipped it: should not happen, so retry it
             self.queue.appendleft(trade)
+        self._log_held(now, out)
+        self._pump(now, out)
+
+    def _log_held(self, now: float, out: list) -> None:
+        """Log the applied trades whose seqs follow the log's, in seq order."""
+        records: list[TradeRecord] = []
+        owners: list[Pending] = []
+        while self.next_seq in self.held:
+            trade, seq = self.held.pop(self.next_seq)
+            records.append(TradeRecord(
+                txn=self.next_txn, request_id=trade.item.request_id, name=trade.item.name,
+                quantity=trade.item.quantity, side=trade.item.side, seq=seq,
+            ))
+            self.next_txn += 1
+            self.next_seq += 1
+            owners.append(trade)
         if records:
             entries, raft_out = self.raft.propose(records, now)
             for entry, trade in zip(entries, owners):
                 trade.entry = entry
                 self.awaiting[entry.index] = trade
             out.extend(raft_out)
-        self._pump(now, out)

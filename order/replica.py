@@ -103,7 +103,7 @@ class Replica:
             id=self.me, role=raft.role, term=raft.term, leader=raft.leader, commit=raft.commit,
             last_index=raft.log.last_index(), recovering=raft.recovering, down=sorted(raft.down),
             ready=desk.ready, queued=len(desk.queue), awaiting=len(desk.awaiting),
-            batch=None if desk.batch is None else len(desk.batch.trades), next_txn=desk.next_txn,
+            batch=desk.at_catalog() or None, next_txn=desk.next_txn,
             last_txn=raft.log.last_txn(),
             trades=c.trades, reads=c.reads, bad_requests=c.bad_requests, dropped_sends=c.dropped_sends,
         )

@@ -46,7 +46,7 @@ from common.heartbeat import Liveness
 from common.protocol import (
     CacheFlushedEvent, CampaignEvent, CatalogStatus, CaughtUpEvent, FrontendStatus, Heartbeat,
     LeaderAnnouncement, LeaderChangedEvent, LeaderElectedEvent, Message, NodeEvent, NodeKind, ReplicaRole,
-    ReplicaStatus, SocketEvent, StockChanged, StoppingEvent, Topic,
+    ReplicaStatus, SocketEvent, StockChanged, StockChanges, StoppingEvent, Topic,
 )
 
 from .feed import Feed, FeedItem
@@ -203,6 +203,8 @@ class MonitorState:
             out = self._on_heartbeat(msg, now)
         elif isinstance(msg, LeaderAnnouncement):
             out = self._see_leader(msg.leader, msg.epoch, now, "announcement")
+        elif isinstance(msg, StockChanges):
+            out = [d for change in msg.changes for d in self._on_stock_changed(change, now)]
         elif isinstance(msg, StockChanged):
             out = self._on_stock_changed(msg, now)
         elif isinstance(msg, NodeEvent):

@@ -70,6 +70,25 @@ def test_without_fencing_and_adoption_a_promise_breaks(monkeypatch):
     assert _first_failing_seed() is not None
 
 
+def test_without_logging_in_seq_order_a_promise_breaks(monkeypatch):
+    """With several batches at the catalog, a reply may overtake an earlier
+    one; logged in arrival order, the log would skip seqs the next leader
+    never adopts."""
+    settle = Desk._settle
+
+    def settle_in_arrival_order(self, batch, msg, now, out):
+        for outcome in msg.outcomes:
+            if outcome.seq is not None and self.log.by_request(outcome.request_id) is None:
+                self.next_seq = min(self.next_seq, outcome.seq)
+        settle(self, batch, msg, now, out)
+        while self.held:
+            self.next_seq = min(self.held)
+            self._log_held(now, out)
+
+    monkeypatch.setattr(Desk, "_settle", settle_in_arrival_order)
+    assert _first_failing_seed() is not None
+
+
 def test_kill_the_leader_restart_it_kill_the_new_leader():
     """The case the public implementations fail, spelled out step by step."""
     world = World(seed=42)

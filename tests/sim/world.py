@@ -335,7 +335,7 @@ class World:
         if len(leader) != 1 or not leader[0].desk.ready:
             return False
         desk = leader[0].desk
-        if desk.batch is not None or desk.queue or desk.awaiting:
+        if desk.batches or desk.held or desk.queue or desk.awaiting:
             return False
         last = self.logs[leader[0].me].last_index()
         return (all(n.raft.commit == last and self.logs[n.me].last_index() == last for n in nodes)

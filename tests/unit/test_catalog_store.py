@@ -14,7 +14,7 @@ from catalog.rules import Catalog, MemoryCatalogStore, StaleEpoch, Stock
 from catalog.store import SqliteCatalogStore
 from common import codec
 from common.errors import ConfigError, RemoteProtocolError
-from common.protocol import PROTOCOL_VERSION, JournalEntry, StockInfo, TradeItem, TradeOutcome
+from common.protocol import PROTOCOL_VERSION, ApplyTrades, JournalEntry, Lookup, StockInfo, TradeItem, TradeOutcome
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -349,3 +349,68 @@ def test_the_largest_int64_fence_and_change_number_reach_the_store(store):
     store.raise_fence(fence.epoch)
     assert store.journal_after(fence.after_seq, fence.limit) == ([], False)
     assert store.fence == big
+
+
+# --- group commit -------------------------------------------------------------------------------------
+
+
+class CountingStore(MemoryCatalogStore):
+    def __init__(self, stocks) -> None:
+        super().__init__(stocks)
+        self.commits = 0
+
+    def commit(self, change) -> None:
+        self.commits += 1
+        super().commit(change)
+
+
+def batch(n: int, epoch: int, *trades: TradeItem) -> ApplyTrades:
+    return ApplyTrades(epoch=epoch, batch=n, trades=list(trades))
+
+
+def test_batches_that_arrive_together_share_one_commit_and_settle_in_order():
+    store = CountingStore(csv_stocks())
+    catalog = Catalog(store)
+    replies, changes = catalog.handle_all([
+        batch(1, 1, buy("a", "FishCo", 6)),
+        batch(2, 1, buy("b", "FishCo", 6), buy("a", "FishCo", 6)),  # b sees a's change; a is a replay
+        batch(3, 1, sell("c", "FishCo", 1)),
+    ])
+    assert store.commits == 1
+    assert [r.batch for r in replies] == [1, 2, 3]
+    assert replies[0].outcomes[0] == TradeOutcome("a", "ok", seq=1, stock=StockInfo("FishCo", 24.5, 4, 11, 2, 1))
+    assert replies[1].outcomes == [TradeOutcome("b", "not_enough_stock"), TradeOutcome("a", "ok", seq=1)]
+    assert replies[2].outcomes[0].seq == 2
+    assert [(c.name, c.quantity, c.seq) for c in changes] == [("FishCo", 4, 1), ("FishCo", 5, 2)]
+    assert (catalog.seq, catalog.lookup("FishCo").quantity) == (2, 5)
+
+
+def test_a_stale_batch_in_a_group_is_refused_alone():
+    store = CountingStore(csv_stocks())
+    catalog = Catalog(store)
+    replies, _ = catalog.handle_all([batch(1, 3, buy("a")), batch(2, 2, buy("b")), batch(3, 3, buy("c"))])
+    assert [type(r).__name__ for r in replies] == ["TradesApplied", "Error", "TradesApplied"]
+    assert replies[1].code == "stale_epoch" and replies[1].epoch == 3
+    assert store.commits == 1 and catalog.fence == 3 and catalog.seq == 2
+    assert store.journaled("b") is None  # nothing of it was written
+
+
+def test_a_lookup_between_batches_sees_what_was_committed_before_it():
+    store = CountingStore(csv_stocks())
+    catalog = Catalog(store)
+    replies, _ = catalog.handle_all([batch(1, 1, buy("a", quantity=10)), Lookup("GameStart"),
+                                     batch(2, 1, buy("b", quantity=10))])
+    assert replies[1].quantity == 90 and store.commits == 2
+    assert catalog.lookup("GameStart").quantity == 80
+
+
+def test_a_failed_group_commit_changes_nothing():
+    class FailingStore(MemoryCatalogStore):
+        def commit(self, change) -> None:
+            raise OSError("disk full")
+
+    catalog = Catalog(FailingStore(csv_stocks()))
+    before = state(catalog)
+    with pytest.raises(OSError):
+        catalog.handle_all([batch(1, 1, buy("a")), batch(2, 2, buy("b"))])
+    assert state(catalog) == before

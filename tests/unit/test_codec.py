@@ -23,7 +23,7 @@ from common.protocol import (
     CacheStatus, CampaignEvent, CatalogStatus, CaughtUpEvent, Error, ErrorCode, Fence, Fenced, FrontendStatus,
     GetOrder, Heartbeat, JournalEntry, LeaderAnnouncement, LeaderBelief, LeaderChangedEvent, LeaderElectedEvent,
     LogEntry, Lookup, Message, NodeEvent, NodeKind, OrderInfo, PlaceTrade, ReplicaRole, ReplicaStatus,
-    SocketEvent, StartedEvent, SteppedDownEvent, StockChanged, StockInfo, StoppingEvent, Topic, TradeDone,
+    SocketEvent, StartedEvent, SteppedDownEvent, StockChanged, StockChanges, StockInfo, StoppingEvent, Topic, TradeDone,
     TradeItem, TradeOutcome, TradeRecord, TradesApplied, VoteReply, VoteRequest,
 )
 
@@ -108,6 +108,8 @@ EXAMPLES: list[Message] = [
     Heartbeat(node="broker", incarnation="df447e029133", seq=1, interval_ms=100, kind=NodeKind.BROKER),
     LeaderAnnouncement(leader=3, epoch=7, endpoint="tcp://127.0.0.1:5563"),
     StockChanged(name="GameStart", price=15.99, quantity=97, version=4, seq=1021),
+    StockChanges(changes=[StockChanged(name="GameStart", price=15.99, quantity=97, version=4, seq=1021),
+                          StockChanged(name="FishCo", price=24.5, quantity=3, version=9, seq=1022)]),
     StartedEvent(node="catalog", seq=1021),
     StartedEvent(node="order-2", last_index=90, term=7),
     StartedEvent(node="frontend", cache=False),

@@ -18,7 +18,7 @@ from broker.monitor.view import describe, render
 from common.protocol import (
     BackendStatus, CacheFlushedEvent, CacheStatus, CampaignEvent, CatalogStatus, CaughtUpEvent, FrontendStatus, Heartbeat,
     LeaderAnnouncement, LeaderBelief, LeaderChangedEvent, LeaderElectedEvent, NodeEvent, NodeKind, ReplicaRole,
-    ReplicaStatus, SocketEvent, StartedEvent, SteppedDownEvent, StockChanged, StoppingEvent, Topic,
+    ReplicaStatus, SocketEvent, StartedEvent, SteppedDownEvent, StockChanged, StockChanges, StoppingEvent, Topic,
 )
 
 WINDOW_S = 0.3
@@ -295,6 +295,14 @@ def test_a_jump_in_the_catalogs_sequence_is_a_gap(bus):
     assert bus.send(Topic.STOCK, StockChanged("FishCo", 1.0, 9, 2, 8)) == []
     out = bus.send(Topic.STOCK, StockChanged("FishCo", 1.0, 6, 3, 11))
     assert bus.kinds(out) == ["stock_gap"] and out[0].detail == {"expected": 9, "got": 11, "missed": 2}
+
+
+def test_a_gap_inside_a_group_of_changes_is_a_gap_too(bus):
+    assert bus.send(Topic.STOCK, StockChanges([StockChanged("FishCo", 1.0, 10, 1, 7),
+                                                StockChanged("BoarCo", 1.0, 9, 2, 8)])) == []
+    out = bus.send(Topic.STOCK, StockChanges([StockChanged("FishCo", 1.0, 6, 3, 9),
+                                               StockChanged("FishCo", 1.0, 5, 4, 12)]))
+    assert bus.kinds(out) == ["stock_gap"] and out[0].detail == {"expected": 10, "got": 12, "missed": 2}
 
 
 def test_a_heartbeat_without_the_status_of_its_kind_is_shown_not_fatal(bus):

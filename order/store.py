@@ -15,6 +15,10 @@ the commit reached the disk, which is what lets a replica acknowledge entries
 and votes (a vote forgotten in a crash could elect two leaders in one term).
 One call writes a whole batch in one transaction (group commit). Entries a
 leader has staged but not flushed live in memory, and every read sees them.
+
+The last :data:`TAIL_MAX` entries are also kept in memory (the *tail*), with
+their request ids and transaction numbers: replication, retries and order
+reads almost always touch recent entries, and then read no SQL at all.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ import sqlite3
 from pathlib import Path
 
 from common.protocol import LogEntry, TradeRecord
+
+# Recent entries kept in memory (plus whatever is staged and not yet flushed).
+TAIL_MAX = 4096
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
@@ -62,9 +69,10 @@ class SqliteLog:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
-        self._pending: list[LogEntry] = []
-        self._pending_rid: dict[str, LogEntry] = {}
-        self._pending_txn: dict[int, LogEntry] = {}
+        self._tail: list[LogEntry] = []     # the last entries, contiguous, ending at the last index
+        self._unflushed = 0                 # how many at the end of the tail are only staged
+        self._rid: dict[str, LogEntry] = {}
+        self._txn: dict[int, LogEntry] = {}
         self._refresh()
 
     def _refresh(self) -> None:
@@ -72,16 +80,40 @@ class SqliteLog:
         self._last_index, self._last_term = row if row else (0, 0)
         self._last_txn = self.db.execute("SELECT COALESCE(MAX(txn), 0) FROM log").fetchone()[0]
         self._max_seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
+        self._tail, self._rid, self._txn = [], {}, {}
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM log WHERE idx > ? ORDER BY idx",
+                               (self._last_index - TAIL_MAX,)).fetchall()
+        self._remember([_entry(r) for r in rows])
+
+    # --- the in-memory tail ---------------------------------------------------
+
+    def _tail_first(self) -> int:
+        return self._tail[0].index if self._tail else self._last_index + 1
+
+    def _remember(self, entries: list[LogEntry]) -> None:
+        self._tail.extend(entries)
+        for e in entries:
+            if e.trade is not None:
+                self._rid[e.trade.request_id] = e
+                self._txn[e.trade.txn] = e
+        excess = len(self._tail) - max(TAIL_MAX, self._unflushed)
+        if excess > 0:
+            for e in self._tail[:excess]:
+                self._forget(e)
+            del self._tail[:excess]
+
+    def _forget(self, e: LogEntry) -> None:
+        if e.trade is not None:
+            if self._rid.get(e.trade.request_id) is e:
+                del self._rid[e.trade.request_id]
+            if self._txn.get(e.trade.txn) is e:
+                del self._txn[e.trade.txn]
+
+    # --- reads ----------------------------------------------------------------
 
     def hard_state(self) -> tuple[int, int | None]:
         rows = dict(self.db.execute("SELECT key, value FROM meta WHERE key IN ('term', 'voted_for')"))
         return rows.get("term", 0), rows.get("voted_for")
-
-    def save_hard_state(self, term: int, voted_for: int | None) -> None:
-        self.db.execute("BEGIN")
-        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('term', ?)", (term,))
-        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('voted_for', ?)", (voted_for,))
-        self.db.execute("COMMIT")
 
     def last_index(self) -> int:
         return self._last_index
@@ -92,12 +124,11 @@ class SqliteLog:
     def term_at(self, index: int) -> int | None:
         if index == 0:
             return 0
-        if index == self._last_index:
-            return self._last_term
         if index > self._last_index or index < 0:
             return None
-        if self._pending and index >= self._pending[0].index:
-            return self._pending[index - self._pending[0].index].term
+        first = self._tail_first()
+        if index >= first:
+            return self._tail[index - first].term
         row = self.db.execute("SELECT term FROM log WHERE idx = ?", (index,)).fetchone()
         return None if row is None else row[0]
 
@@ -113,75 +144,30 @@ class SqliteLog:
         return lo
 
     def entries(self, lo: int, hi: int) -> list[LogEntry]:
-        rows = self.db.execute(
-            f"SELECT {_COLUMNS} FROM log WHERE idx BETWEEN ? AND ? ORDER BY idx", (lo, hi)
-        ).fetchall()
-        found = [_entry(r) for r in rows]
-        return found + [e for e in self._pending if lo <= e.index <= hi]
-
-    def stage(self, entries: list[LogEntry]) -> None:
-        if entries and entries[0].index != self._last_index + 1:
-            raise ValueError(f"entry {entries[0].index} does not follow {self._last_index}")
-        for e in entries:
-            if e.trade is not None:
-                self._pending_rid[e.trade.request_id] = e
-                self._pending_txn[e.trade.txn] = e
-                self._last_txn = max(self._last_txn, e.trade.txn)
-                self._max_seq = max(self._max_seq, e.trade.seq)
-        self._pending.extend(entries)
-        if entries:
-            self._last_index, self._last_term = entries[-1].index, entries[-1].term
-
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        pending = self._pending
-        self._pending, self._pending_rid, self._pending_txn = [], {}, {}
-        self._last_index -= len(pending)
-        self._write(pending, None)
-
-    def append(self, entries: list[LogEntry], truncate_from: int | None = None) -> None:
-        self.flush()
-        self._write(entries, truncate_from)
-
-    def _write(self, entries: list[LogEntry], truncate_from: int | None) -> None:
-        rows = []
-        for e in entries:
-            t = e.trade
-            rows.append((e.index, e.term) + ((None,) * 6 if t is None else
-                                             (t.txn, t.request_id, t.name, t.quantity, t.side, t.seq)))
-        if truncate_from is not None and not 1 <= truncate_from <= self._last_index + 1:
-            raise ValueError(f"cannot truncate from {truncate_from}: the log ends at {self._last_index}")
-        expected = (self._last_index if truncate_from is None else truncate_from - 1) + 1
-        if entries and entries[0].index != expected:
-            raise ValueError(f"entry {entries[0].index} does not follow {expected - 1}")
-        self.db.execute("BEGIN")
-        try:
-            if truncate_from is not None:
-                self.db.execute("DELETE FROM log WHERE idx >= ?", (truncate_from,))
-            self.db.executemany(f"INSERT INTO log({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        if truncate_from is not None:
-            self._refresh()
-        elif entries:
-            self._last_index, self._last_term = entries[-1].index, entries[-1].term
-            for e in entries:
-                if e.trade is not None:
-                    self._last_txn = max(self._last_txn, e.trade.txn)
-                    self._max_seq = max(self._max_seq, e.trade.seq)
+        lo, hi = max(lo, 1), min(hi, self._last_index)
+        if lo > hi:
+            return []
+        first = self._tail_first()
+        found: list[LogEntry] = []
+        if lo < first:
+            rows = self.db.execute(f"SELECT {_COLUMNS} FROM log WHERE idx BETWEEN ? AND ? ORDER BY idx",
+                                   (lo, min(hi, first - 1))).fetchall()
+            found = [_entry(r) for r in rows]
+        if hi >= first:
+            found += self._tail[max(lo, first) - first: hi - first + 1]
+        return found
 
     def by_request(self, request_id: str) -> LogEntry | None:
-        if request_id in self._pending_rid:
-            return self._pending_rid[request_id]
+        entry = self._rid.get(request_id)
+        if entry is not None:
+            return entry
         row = self.db.execute(f"SELECT {_COLUMNS} FROM log WHERE request_id = ?", (request_id,)).fetchone()
         return None if row is None else _entry(row)
 
     def by_txn(self, txn: int) -> LogEntry | None:
-        if txn in self._pending_txn:
-            return self._pending_txn[txn]
+        entry = self._txn.get(txn)
+        if entry is not None:
+            return entry
         row = self.db.execute(f"SELECT {_COLUMNS} FROM log WHERE txn = ?", (txn,)).fetchone()
         return None if row is None else _entry(row)
 
@@ -190,6 +176,74 @@ class SqliteLog:
 
     def max_seq(self) -> int:
         return self._max_seq
+
+    # --- writes ---------------------------------------------------------------
+
+    def save_hard_state(self, term: int, voted_for: int | None) -> None:
+        self.db.execute("BEGIN")
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('term', ?)", (term,))
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('voted_for', ?)", (voted_for,))
+        self.db.execute("COMMIT")
+
+    def stage(self, entries: list[LogEntry]) -> None:
+        if entries and entries[0].index != self._last_index + 1:
+            raise ValueError(f"entry {entries[0].index} does not follow {self._last_index}")
+        self._unflushed += len(entries)
+        self._added(entries)
+
+    def flush(self) -> None:
+        """Make the staged entries durable. If that fails they are gone: the
+        log is what the disk holds (reloaded), and the error propagates."""
+        if not self._unflushed:
+            return
+        try:
+            self._insert(self._tail[-self._unflushed:], None)
+        except BaseException:
+            self._unflushed = 0
+            self._refresh()
+            raise
+        self._unflushed = 0
+
+    def append(self, entries: list[LogEntry], truncate_from: int | None = None) -> None:
+        self.flush()
+        if truncate_from is not None and not 1 <= truncate_from <= self._last_index + 1:
+            raise ValueError(f"cannot truncate from {truncate_from}: the log ends at {self._last_index}")
+        expected = (self._last_index if truncate_from is None else truncate_from - 1) + 1
+        if entries and entries[0].index != expected:
+            raise ValueError(f"entry {entries[0].index} does not follow {expected - 1}")
+        self._insert(entries, truncate_from)
+        if truncate_from is not None:
+            self._refresh()
+        else:
+            self._added(entries)
+
+    def _added(self, entries: list[LogEntry]) -> None:
+        if not entries:
+            return
+        self._last_index, self._last_term = entries[-1].index, entries[-1].term
+        for e in entries:
+            if e.trade is not None:
+                self._last_txn = max(self._last_txn, e.trade.txn)
+                self._max_seq = max(self._max_seq, e.trade.seq)
+        self._remember(entries)
+
+    def _insert(self, entries: list[LogEntry], truncate_from: int | None) -> None:
+        """One transaction: drop from ``truncate_from``, then add ``entries``."""
+        rows = []
+        for e in entries:
+            t = e.trade
+            rows.append((e.index, e.term) + ((None,) * 6 if t is None else
+                                             (t.txn, t.request_id, t.name, t.quantity, t.side, t.seq)))
+        self.db.execute("BEGIN")
+        try:
+            if truncate_from is not None:
+                self.db.execute("DELETE FROM log WHERE idx >= ?", (truncate_from,))
+            self.db.executemany(f"INSERT INTO log({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows)
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.flush()

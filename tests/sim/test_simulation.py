@@ -12,6 +12,7 @@ import os
 
 import pytest
 
+from order import desk
 from order.desk import Desk
 from order.raft import Raft
 
@@ -85,8 +86,22 @@ def test_without_logging_in_seq_order_a_promise_breaks(monkeypatch):
             self.next_seq = min(self.held)
             self._log_held(now, out)
 
+    monkeypatch.setattr(desk, "BATCHES_IN_FLIGHT", 4)
     monkeypatch.setattr(Desk, "_settle", settle_in_arrival_order)
     assert _first_failing_seed() is not None
+
+
+def test_with_several_batches_at_the_catalog_every_promise_still_holds(monkeypatch):
+    """The desk sends one batch at a time (measured faster on the development
+    machine), but its ordering rules must hold for any number in flight."""
+    monkeypatch.setattr(desk, "BATCHES_IN_FLIGHT", 4)
+    failures = []
+    for seed in range(SEEDS // 3):
+        try:
+            run(seed)
+        except Violation as exc:
+            failures.append(f"{exc}  (replay with order.desk.BATCHES_IN_FLIGHT = 4)")
+    assert not failures, "\n".join(failures[:10])
 
 
 def test_kill_the_leader_restart_it_kill_the_new_leader():

@@ -322,3 +322,26 @@ def test_a_number_beyond_int64_is_refused_at_the_wire_before_any_store_sees_it(b
     # SQLite stores signed 64-bit integers; an OverflowError would end the replica's loop.
     with pytest.raises(RemoteProtocolError, match="64-bit"):
         codec.decode(msgpack.packb(body))
+
+
+# --- the in-memory tail --------------------------------------------------------------------------------
+
+
+def test_entries_beyond_the_in_memory_tail_read_the_same_from_sqlite(tmp_path, monkeypatch):
+    from order import store
+
+    monkeypatch.setattr(store, "TAIL_MAX", 4)
+    pair = Pair(tmp_path / "order-1.sqlite3")
+    try:
+        pair.do("append", [entry(i, 1 + i // 7, trade(i, seq=i)) for i in range(1, 21)])
+        pair.check()  # indices 1..16 come from SQLite, 17..20 from the tail
+        assert len(pair.sql._tail) == 4
+        pair.do("stage", [entry(21, 3, trade(21, seq=21)), entry(22, 3, trade(22, seq=22))])
+        pair.check()
+        pair.do("append", [entry(10, 4, trade(30, "late", seq=30))], 10)  # truncate below the tail
+        pair.check()
+        pair.reopen()
+        pair.check()
+        assert pair.sql.by_request("req-5").index == 5 and pair.sql.by_request("req-12") is None
+    finally:
+        pair.sql.close()

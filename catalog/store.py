@@ -5,7 +5,8 @@ Tables::
 
     stocks(name PK, price, quantity, volume, version)
     journal(request_id PK, seq UNIQUE, status, name, quantity, side, epoch)
-    meta(key PK, value)      -- 'seq': last change; 'fence': highest leader epoch
+    initial(name PK, quantity, volume)   -- the CSV's figures, to compute the stocks again from the journal
+    meta(key PK, value)      -- 'seq': last change; 'fence': highest leader epoch; 'cluster', 'node'
 
 The rules that fill them (journal, replay, change numbers, fence) live in
 :mod:`catalog.rules`; this module only reads and writes rows. One
@@ -13,6 +14,11 @@ The rules that fill them (journal, replay, change numbers, fence) live in
 commit). SQLite runs in WAL mode with ``synchronous=FULL``: a batch is
 acknowledged only after its commit reached the disk, so it survives a power
 cut, not just a killed process.
+
+Storage failures come out as the storage errors of :mod:`common.errors`: a
+full disk (:class:`StorageFull`) writes nothing; a failed write or fsync
+(:class:`StorageFailed`) makes the catalog restart distrusting everything
+after :attr:`SqliteCatalogStore.synced`.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import math
 import sqlite3
 from pathlib import Path
 
-from common.errors import ConfigError
+from common.errors import ConfigError, StorageCorrupt
 from common.protocol import JournalEntry
+from common.storage import Faults, classify, open_database, rollback
 
 from .rules import Commit, JournalRow, Stock
 SCHEMA = """
@@ -43,9 +50,14 @@ CREATE TABLE IF NOT EXISTS journal (
     side       TEXT NOT NULL,
     epoch      INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS initial (
+    name     TEXT PRIMARY KEY,
+    quantity INTEGER NOT NULL,
+    volume   INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
+    value NOT NULL
 );
 """
 
@@ -57,14 +69,24 @@ class SqliteCatalogStore:
     :param stocks_csv: the initial stock list, loaded only into an empty table.
     """
 
-    def __init__(self, path: Path, stocks_csv: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+    def __init__(self, path: Path, stocks_csv: Path, cluster_id: str = "bazaar", faults: Faults | None = None,
+                 distrust_after: tuple[int, int] | None = None) -> None:
+        """:param cluster_id: the cluster's id, kept with the data (another cluster's file is refused).
+        :param faults: injected storage failures (fault tests only).
+        :param distrust_after: ``(seq, journal rowid)`` of the last commit known to
+            be on the disk: everything journaled after it is dropped and the
+            stocks are computed again from the CSV's figures and the journal
+            (the catalog restarted after a failed fsync, :class:`StorageFailed`).
+        :raises StorageCorrupt: when the data cannot be trusted (:func:`common.storage.open_database`).
+        """
+        self.path = path
+        self.faults = faults or Faults(None)
+        self.db = open_database(path, "catalog", cluster_id, SCHEMA, "./run.sh reset catalog").db
         if self.db.execute("SELECT COUNT(*) FROM stocks").fetchone()[0] == 0:
             self._load_csv(stocks_csv)
+        if distrust_after is not None:
+            self._distrust(*distrust_after)
+        self.synced = (self._meta("seq"), self._last_rowid())  # the last commit known to be on the disk
 
     def load(self) -> tuple[dict[str, Stock], int, int]:
         stocks = {row[0]: Stock(*row) for row in
@@ -84,9 +106,8 @@ class SqliteCatalogStore:
         return [JournalEntry(*row) for row in rows]
 
     def commit(self, change: Commit) -> None:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        def work() -> None:
+            db = self.db
             db.executemany("UPDATE stocks SET quantity = ?, volume = ?, version = ? WHERE name = ?",
                            [(s.quantity, s.volume, s.version, s.name) for s in change.stocks])
             db.executemany(
@@ -94,10 +115,57 @@ class SqliteCatalogStore:
                 [(rid, r.seq, r.status, r.name, r.quantity, r.side, r.epoch) for rid, r in change.journal])
             db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                            (("seq", change.seq), ("fence", change.fence)))
-            db.execute("COMMIT")
+
+        self._write(work)
+        self.synced = (change.seq, self._last_rowid())
+
+    def _write(self, work) -> None:
+        """Run ``work`` in one transaction, translating storage failures.
+
+        :raises StorageFull: nothing was written.
+        :raises StorageFailed: the write or its fsync failed; it may or may not be on the disk.
+        """
+        fault = self.faults.next_fault()
+        try:
+            self.faults.before_commit(fault, self.path)
+            self.db.execute("BEGIN IMMEDIATE")
+            work()
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            rollback(self.db)
+            problem = classify(exc, self.path)
+            if problem is None:
+                raise
+            raise problem from None
         except BaseException:
-            db.execute("ROLLBACK")
+            rollback(self.db)
             raise
+        self.faults.after_commit(fault, self.path)
+
+    def _last_rowid(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(rowid), 0) FROM journal").fetchone()[0]
+
+    def _distrust(self, seq: int, rowid: int) -> None:
+        """Forget every journal row after ``rowid`` and compute the stocks
+        again from their CSV figures and what is left of the journal."""
+        initial = self.db.execute("SELECT name, quantity, volume FROM initial").fetchall()
+        if not initial:
+            raise StorageCorrupt(f"{self.path} has no record of its initial stocks, so what it wrote before a "
+                                 f"failed fsync cannot be undone; restore it, or run ./run.sh reset catalog",
+                                 str(self.path))
+
+        def work() -> None:
+            db = self.db
+            db.execute("DELETE FROM journal WHERE rowid > ?", (rowid,))
+            applied = {name: (0, 0, 0) for name, _, _ in initial}
+            for name, quantity, side in db.execute("SELECT name, quantity, side FROM journal WHERE status = 'ok'"):
+                net, volume, trades = applied.get(name, (0, 0, 0))
+                applied[name] = (net + (quantity if side == "sell" else -quantity), volume + quantity, trades + 1)
+            db.executemany("UPDATE stocks SET quantity = ?, volume = ?, version = ? WHERE name = ?",
+                           [(q + applied[n][0], v + applied[n][1], 1 + applied[n][2], n) for n, q, v in initial])
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seq', ?)", (seq,))
+
+        self._write(work)
 
     def close(self) -> None:
         self.db.close()
@@ -130,8 +198,12 @@ class SqliteCatalogStore:
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ConfigError(f"{path} names {', '.join(twice)} more than once")
-        self.db.execute("BEGIN")
-        self.db.executemany("INSERT INTO stocks(name, price, quantity, volume, version) VALUES (?,?,?,?,?)", stocks)
-        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seq', 0)")
-        self.db.execute("COMMIT")
+        def work() -> None:
+            self.db.executemany("INSERT INTO stocks(name, price, quantity, volume, version) VALUES (?,?,?,?,?)",
+                                stocks)
+            self.db.executemany("INSERT INTO initial(name, quantity, volume) VALUES (?,?,?)",
+                                [(n, q, v) for n, _, q, v, _ in stocks])
+            self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seq', 0)")
+
+        self._write(work)
 

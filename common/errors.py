@@ -11,7 +11,13 @@
      +-- RpcTimeout             no reply within the deadline (the outcome is unknown)
      +-- PeerUnavailable        no connection to the peer, nothing was sent
      +-- RemoteError            the peer answered with an ``Error`` message
-          +-- NotLeader             an order replica that does not lead answered
+     |    +-- NotLeader             an order replica that does not lead answered
+     +-- StorageError           a node's own database could not do what was asked
+          +-- StorageFull           no space for a write; nothing was written (retry when space is back)
+          +-- StorageFailed         the disk failed a write or an fsync: what was written since the
+          |                         last good sync cannot be trusted (the node restarts from disk)
+          +-- StorageCorrupt        at start: the data is damaged, missing or another node's (the node
+                                    refuses to start and says what to do)
 
 ZeroMQ's own exceptions (``zmq.Again``, ``zmq.ZMQError``) never leave the socket
 helpers in :mod:`common.rpc` and :mod:`common.bus`; they are translated there.
@@ -78,6 +84,37 @@ class NotLeader(RemoteError):
         super().__init__("not_leader", message)
         self.leader_hint = leader_hint
         self.epoch = epoch
+
+
+class StorageError(ServiceError):
+    """A node's database failed; the message names the file.
+
+    :param path: the database file.
+    """
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StorageFull(StorageError):
+    """No space left for a write; nothing of it was written.
+
+    :param free_bytes: what the file system had free when it was refused.
+    """
+
+    def __init__(self, message: str, path: str, free_bytes: int | None) -> None:
+        super().__init__(message, path)
+        self.free_bytes = free_bytes
+
+
+class StorageFailed(StorageError):
+    """The disk failed a write or an fsync. Nothing written since the last
+    good sync may be trusted, in memory or in the file system's cache."""
+
+
+class StorageCorrupt(StorageError):
+    """At start: the database is damaged, missing or not this node's."""
 
 
 def from_error_message(msg) -> RemoteError:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import zmq
 
 from . import sockets
-from .errors import ConfigError
+from .errors import ConfigError, StorageCorrupt
 from .logs import get_logger
 from .protocol import StartedEvent, StoppingEvent
 
@@ -150,10 +150,14 @@ def stop_on_signals() -> threading.Event:
 
 
 def run_main(main: Callable[[], None]) -> None:
-    """Run a node's ``main``; a configuration error exits with status 2 and a
-    message that says what to fix, not a traceback."""
+    """Run a node's ``main``; a configuration error, or data that cannot be
+    trusted at start, exits with status 2 and a message that says what to
+    fix, not a traceback."""
     try:
         main()
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except StorageCorrupt as exc:
+        print(f"storage error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -66,6 +66,7 @@ class ErrorCode(StrEnum):
     NOT_LEADER = "not_leader"
     STALE_EPOCH = "stale_epoch"
     UNAVAILABLE = "unavailable"
+    STORAGE = "storage_unavailable"
 
 
 class TradeStatus(StrEnum):
@@ -306,7 +307,8 @@ class LogEntry(Message):
 @dataclass(frozen=True, slots=True)
 class VoteRequest(Message):
     """A replica asks for a vote. With ``pre_vote`` it only asks whether it
-    would win, without raising anyone's term (Raft's pre-vote)."""
+    would win, without raising anyone's term (Raft's pre-vote). ``blank``: the
+    candidate's data is new (a new cluster, or a lost disk)."""
 
     MSG: ClassVar[str] = "vote_request"
     term: int
@@ -314,12 +316,14 @@ class VoteRequest(Message):
     last_index: int
     last_term: int
     pre_vote: bool
+    blank: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class VoteReply(Message):
     """Answer to :class:`VoteRequest`. ``log_ahead`` says the voter refused
-    because its own log is more complete than the candidate's."""
+    because its own log is more complete than the candidate's; ``blank`` that
+    the voter's data is new."""
 
     MSG: ClassVar[str] = "vote_reply"
     term: int
@@ -327,6 +331,7 @@ class VoteReply(Message):
     granted: bool
     pre_vote: bool
     log_ahead: bool = False
+    blank: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +356,9 @@ class AppendEntries(Message):
 class AppendReply(Message):
     """Answer to :class:`AppendEntries`. On success ``match_index`` is the last
     index known equal to the leader's; on failure ``hint`` is where to retry.
-    ``trace`` (when the request asked) is ``[received, replied]``."""
+    ``trace`` (when the request asked) is ``[received, replied]``; ``blank``:
+    the follower's data is new and it has not caught up yet, so it counts
+    toward no majority."""
 
     MSG: ClassVar[str] = "append_reply"
     term: int
@@ -361,10 +368,23 @@ class AppendReply(Message):
     hint: int
     probe: int = 0
     trace: list[float] | None = None
+    blank: bool = False
 
 
 # --- bus ------------------------------------------------------------------
 
+
+
+@dataclass(frozen=True, slots=True)
+class PeerHello(Message):
+    """A replica tells a peer who it is as soon as their connection is up.
+    ``blank``: its data is new (a new cluster, or a lost disk); replicas learn
+    whether the whole cluster is new before anyone votes."""
+
+    MSG: ClassVar[str] = "peer_hello"
+    replica: int
+    term: int
+    blank: bool
 
 @dataclass(frozen=True, slots=True)
 class ReplicaStatus(Message):
@@ -394,6 +414,9 @@ class ReplicaStatus(Message):
     dropped_sends: int
     leader: int | None = None
     batch: int | None = None
+    blank: bool = False
+    storage: str = "ok"
+    storage_detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,6 +432,8 @@ class CatalogStatus(Message):
     trades: int
     batches: int
     bad_requests: int
+    storage: str = "ok"
+    storage_detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,7 +656,7 @@ MESSAGES: dict[str, type[Message]] = {
     for cls in (
         Error, Lookup, StockInfo, TradeItem, ApplyTrades, TradeOutcome, TradesApplied,
         Fence, JournalEntry, Fenced, PlaceTrade, TradeDone, GetOrder, OrderInfo,
-        TradeRecord, LogEntry, VoteRequest, VoteReply, AppendEntries, AppendReply,
+        TradeRecord, LogEntry, VoteRequest, VoteReply, AppendEntries, AppendReply, PeerHello,
         ReplicaStatus, CatalogStatus, CacheStatus, LeaderBelief, BackendStatus, FrontendStatus,
         Heartbeat, LeaderAnnouncement, StockChanged, StockChanges, *EVENTS,
     )

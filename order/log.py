@@ -66,11 +66,20 @@ class LogStore(Protocol):
     def max_seq(self) -> int:
         """The highest catalog change number in the log, 0 if none."""
 
+    def is_blank(self) -> bool:
+        """Whether the data is new (a new cluster, or a lost disk) and the
+        replica has not yet caught up with a leader."""
+
+    def clear_blank(self) -> None:
+        """Durably record that the replica caught up (or leads)."""
+
 
 class MemoryLog:
     """A :class:`LogStore` held in memory (tests and simulation)."""
 
-    def __init__(self) -> None:
+    def __init__(self, blank: bool = False) -> None:
+        """:param blank: as a replica's new (or lost) disk is."""
+        self.blank = blank
         self.term = 0
         self.voted_for: int | None = None
         self.log: list[LogEntry] = []
@@ -151,3 +160,9 @@ class MemoryLog:
 
     def max_seq(self) -> int:
         return max((e.trade.seq for e in self._rid.values()), default=0)
+
+    def is_blank(self) -> bool:
+        return self.blank
+
+    def clear_blank(self) -> None:
+        self.blank = False

@@ -37,6 +37,21 @@ What it adds to textbook Raft, and why:
 * **Read barrier.** :meth:`Raft.read_barrier` numbers a heartbeat round; the
   leader may answer "no such order" only after a majority echoed that round,
   which proves no newer leader had committed anything at the time of the read.
+* **Blank replicas.** A replica whose data is new (the store says
+  :meth:`order.log.LogStore.is_blank`: a new cluster, or a lost disk) has
+  forgotten its votes and its log. It neither votes nor campaigns, and the
+  leader counts it toward no majority (commit, read barrier, check quorum),
+  until it has caught up with a leader; then it records that leader as its
+  vote of that term, so it can never vote for a rival there. The one
+  exception is a new cluster: when every peer says it is blank too
+  (:class:`common.protocol.PeerHello` on each new connection, and the
+  ``blank`` flag of votes and replies), blank replicas elect among themselves.
+  A leader whose follower's log turns out shorter than what that follower had
+  acknowledged (its disk was lost) starts again from what it now has.
+* **Storage.** A replica whose disk refuses writes (:meth:`Raft.storage_failed`)
+  steps down if it leads, and neither votes nor campaigns until
+  :meth:`Raft.storage_recovered`; its store's writes raise before any
+  in-memory state changes, so a refused write changes nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +59,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.protocol import (
-    AppendEntries, AppendReply, LogEntry, Message, ReplicaRole, TradeRecord, VoteReply, VoteRequest,
+    AppendEntries, AppendReply, LogEntry, Message, PeerHello, ReplicaRole, TradeRecord, VoteReply, VoteRequest,
 )
 
 from .log import LogStore
@@ -182,6 +197,9 @@ class Raft:
         self.heartbeat_due = now
         self.leader_since = now
         self.durable = log.last_index()  # the leader's own entries known to be on disk
+        self.blank = log.is_blank()
+        self.peer_blank: dict[int, bool] = {}  # what each peer last said of its data
+        self.storage_ok = True
 
     # --- queries ------------------------------------------------------------
 
@@ -191,6 +209,22 @@ class Raft:
 
     def is_leader(self) -> bool:
         return self.role is Role.LEADER
+
+    def _cluster_new(self) -> bool:
+        """Every replica, this one included, says its data is new."""
+        return self.blank and len(self.peer_blank) == len(self.peers) and all(self.peer_blank.values())
+
+    def _may_vote(self, candidate_blank: bool) -> bool:
+        if not self.storage_ok:
+            return False
+        return not self.blank or (candidate_blank and self._cluster_new())
+
+    def _may_campaign(self) -> bool:
+        return self.storage_ok and (not self.blank or self._cluster_new())
+
+    def _counted(self, peer: int) -> bool:
+        """Whether ``peer`` counts toward a majority (a blank one does not)."""
+        return not self.peer_blank.get(peer, False)
 
     def next_deadline(self) -> float:
         """When :meth:`tick` must run next."""
@@ -214,7 +248,7 @@ class Raft:
             if self.recovering and self._silent_for_window(now):
                 self.recovering = False
             self._answer_held(now, out)
-            if now >= self.election_due and not self.recovering:
+            if now >= self.election_due and not self.recovering and self._may_campaign():
                 self._campaign(now, out)
             elif now >= self.election_due:
                 self.election_due = now + self._election_delay()
@@ -239,7 +273,25 @@ class Raft:
         return out
 
     def peer_up(self, peer: int, now: float) -> list:
+        """The connection to ``peer`` is up: tell it who we are."""
         self.down.discard(peer)
+        if peer not in self.peers:
+            return []
+        return [SendPeer(peer, PeerHello(replica=self.me, term=self.term, blank=self.blank))]
+
+    # --- storage, as the shell finds it -----------------------------------------
+
+    def storage_failed(self, now: float) -> list:
+        """The disk refused a write: stop leading (a replica that can write
+        should), and neither vote nor campaign until it writes again."""
+        out: list = []
+        self.storage_ok = False
+        if self.role is not Role.FOLLOWER:
+            self._become_follower(self.term, None, now, out)
+        return out
+
+    def storage_recovered(self, now: float) -> list:
+        self.storage_ok = True
         return []
 
     # --- leader API -----------------------------------------------------------
@@ -293,7 +345,9 @@ class Raft:
         if sender == self.me or sender not in self.peers:
             return out  # not from a peer of ours (a misrouted link, a duplicate id): never obey it
         self.down.discard(sender)
-        if isinstance(msg, AppendEntries):
+        if isinstance(msg, PeerHello):
+            self.peer_blank[sender] = msg.blank
+        elif isinstance(msg, AppendEntries):
             self._on_append(msg, now, out)
         elif isinstance(msg, AppendReply):
             self._on_append_reply(msg, now, out)
@@ -353,6 +407,11 @@ class Raft:
                 self._on_vote_request(request, now, out)
 
     def _silent_for_window(self, now: float) -> bool:
+        """No leader for a whole window: a cluster that restarts from nothing
+        elects again. Never for a blank replica of a cluster with history: it
+        must hear a leader."""
+        if self.blank and not self._cluster_new():
+            return False
         last = self.started if self.last_contact is None else max(self.started, self.last_contact)
         return now - last >= self.t.election_s
 
@@ -370,15 +429,15 @@ class Raft:
             return
         request = VoteRequest(
             term=self.term + 1, candidate=self.me, last_index=self.log.last_index(),
-            last_term=self.log.last_term(), pre_vote=True,
+            last_term=self.log.last_term(), pre_vote=True, blank=self.blank,
         )
         out.append(Campaign(self.term + 1, True))
         out.extend(SendPeer(p, request) for p in self.peers)
 
     def _start_election(self, now: float, out: list) -> None:
+        self.log.save_hard_state(self.term + 1, self.me)  # first: a refused write changes nothing
         self.term += 1
         self.voted_for = self.me
-        self.log.save_hard_state(self.term, self.me)
         self.role = Role.CANDIDATE
         self.votes = {self.me}
         self.refusals = set()
@@ -388,7 +447,7 @@ class Raft:
             return
         request = VoteRequest(
             term=self.term, candidate=self.me, last_index=self.log.last_index(),
-            last_term=self.log.last_term(), pre_vote=False,
+            last_term=self.log.last_term(), pre_vote=False, blank=self.blank,
         )
         out.append(Campaign(self.term, False))
         out.extend(SendPeer(p, request) for p in self.peers)
@@ -396,9 +455,11 @@ class Raft:
     def _on_vote_request(self, m: VoteRequest, now: float, out: list) -> None:
         if self.recovering and self._silent_for_window(now):
             self.recovering = False
+        self.peer_blank[m.candidate] = m.blank
         log_ok = self._log_ok(m.last_term, m.last_index)
+        allowed = self._may_vote(m.blank)
         if m.pre_vote:
-            would = m.term > self.term and log_ok and not self.recovering
+            would = m.term > self.term and log_ok and not self.recovering and allowed
             if would and self.role is Role.FOLLOWER and self._leader_fresh(now):
                 self.held[m.candidate] = (m, now)  # answered when the leader is known gone (_answer_held)
                 return
@@ -408,14 +469,15 @@ class Raft:
                 self._become_follower(m.term, None, now, out)
             granted = (
                 m.term == self.term and self.voted_for in (None, m.candidate)
-                and log_ok and not self.recovering and self.role is Role.FOLLOWER
+                and log_ok and not self.recovering and self.role is Role.FOLLOWER and allowed
             )
             if granted:
+                self.log.save_hard_state(self.term, m.candidate)  # durable before anyone is told
                 self.voted_for = m.candidate
-                self.log.save_hard_state(self.term, m.candidate)
                 self.election_due = now + self._election_delay()
         out.append(SendPeer(m.candidate, VoteReply(
             term=self.term, voter=self.me, granted=granted, pre_vote=m.pre_vote, log_ahead=not log_ok,
+            blank=self.blank,
         )))
         if (not log_ok and self.role is Role.FOLLOWER and not self.recovering
                 and not self._leader_fresh(now)):
@@ -423,6 +485,7 @@ class Raft:
             self.election_due = min(self.election_due, now)
 
     def _on_vote_reply(self, m: VoteReply, now: float, out: list) -> None:
+        self.peer_blank[m.voter] = m.blank
         if m.term > self.term and not m.granted:
             self._become_follower(m.term, None, now, out)
             return
@@ -450,9 +513,9 @@ class Raft:
     def _become_follower(self, term: int, leader: int | None, now: float, out: list) -> None:
         was = self.role
         if term > self.term:
+            self.log.save_hard_state(term, None)  # first: a refused write changes nothing
             self.term = term
             self.voted_for = None
-            self.log.save_hard_state(term, None)
         self.role = Role.FOLLOWER
         if was is Role.LEADER or was is Role.CANDIDATE:
             out.append(SteppedDown(self.term))
@@ -462,6 +525,9 @@ class Raft:
         self.election_due = now + self._election_delay()
 
     def _become_leader(self, now: float, out: list) -> None:
+        if self.blank:  # the first leader of a new cluster: its data is the cluster's now
+            self.log.clear_blank()
+            self.blank = False
         self.role = Role.LEADER
         self.leader = self.me
         self.recovering = False
@@ -477,7 +543,8 @@ class Raft:
     def _check_quorum(self, now: float, out: list) -> None:
         if len(self.peers) == 0 or now - self.leader_since < self.t.election_s:
             return
-        heard = 1 + sum(1 for p in self.peers if now - self.last_ack.get(p, -1e9) <= self.t.election_s)
+        heard = 1 + sum(1 for p in self.peers
+                        if self._counted(p) and now - self.last_ack.get(p, -1e9) <= self.t.election_s)
         if heard < self.majority:
             self._become_follower(self.term, None, now, out)
 
@@ -545,6 +612,13 @@ class Raft:
         if m.commit > self.commit:
             self.commit = min(m.commit, match)
             out.append(Committed(self.commit))
+        if self.blank and match >= m.commit:
+            # Caught up: from now on a voter, whose vote in this term is its leader's.
+            vote = self.voted_for if self.voted_for is not None else m.leader
+            self.log.save_hard_state(self.term, vote)
+            self.log.clear_blank()
+            self.voted_for = vote
+            self.blank = False
         if self.recovering and match >= m.commit:
             self.recovering = False
             out.append(CaughtUp(match))
@@ -553,6 +627,7 @@ class Raft:
     def _reply_append(self, m: AppendEntries, success: bool, match: int, hint: int, out: list) -> None:
         out.append(SendPeer(m.leader, AppendReply(
             term=self.term, follower=self.me, success=success, match_index=match, hint=hint, probe=m.probe,
+            blank=self.blank,
         )))
 
     def _on_append_reply(self, m: AppendReply, now: float, out: list) -> None:
@@ -562,10 +637,15 @@ class Raft:
         if self.role is not Role.LEADER or m.term != self.term or m.follower not in self.next_index:
             return
         peer = m.follower
+        self.peer_blank[peer] = m.blank
         self.last_ack[peer] = now
         if m.probe > self.acked_probe[peer]:
             self.acked_probe[peer] = m.probe
             self._confirm_reads(out)
+        if m.blank or (not m.success and m.hint < self.match_index[peer]):
+            # It lost what it had acknowledged (a new disk): count nothing of it
+            # until it acknowledges again, and send from what it has.
+            self.match_index[peer] = min(self.match_index[peer], m.match_index if m.success else 0)
         if m.success:
             if m.match_index > self.match_index[peer]:
                 self.match_index[peer] = m.match_index
@@ -578,19 +658,21 @@ class Raft:
             self._send_append(peer, out)
 
     def _advance_commit(self, out: list) -> None:
-        matches = sorted([self.durable, *self.match_index.values()], reverse=True)
+        matches = sorted([self.durable, *(m if self._counted(p) else 0 for p, m in self.match_index.items())],
+                         reverse=True)
         candidate = matches[self.majority - 1]
         if candidate > self.commit and self.log.term_at(candidate) == self.term:
             self.commit = candidate
             out.append(Committed(candidate))
 
     def _confirm_reads(self, out: list) -> None:
-        probes = sorted([self.probe, *self.acked_probe.values()], reverse=True)
+        probes = sorted([self.probe, *(a if self._counted(p) else 0 for p, a in self.acked_probe.items())],
+                        reverse=True)
         out.append(ReadConfirmed(probes[self.majority - 1]))
 
 
 def _sender(msg: Message) -> int | None:
-    for attr in ("leader", "follower", "candidate", "voter"):
+    for attr in ("leader", "follower", "candidate", "voter", "replica"):
         value = getattr(msg, attr, None)
         if value is not None:
             return value

@@ -3,7 +3,9 @@
 Tables::
 
     log(idx PK, term, txn UNIQUE, request_id UNIQUE, name, quantity, side, seq)
-    meta(key PK, value)     -- 'term' and 'voted_for' (Raft's hard state)
+    meta(key PK, value)     -- 'term' and 'voted_for' (Raft's hard state); 'blank' (1 from the
+                               creation of the file until the replica caught up with a leader);
+                               'cluster' and 'node' (whose data this is, checked at every start)
 
 A no-op entry has NULL trade columns. The UNIQUE constraints are a last line
 of defence: a second entry for one request id or transaction number cannot
@@ -19,6 +21,11 @@ leader has staged but not flushed live in memory, and every read sees them.
 The last :data:`TAIL_MAX` entries are also kept in memory (the *tail*), with
 their request ids and transaction numbers: replication, retries and order
 reads almost always touch recent entries, and then read no SQL at all.
+
+Storage failures come out as the storage errors of :mod:`common.errors`: a
+full disk (:class:`StorageFull`) writes nothing; a failed write or fsync
+(:class:`StorageFailed`) leaves the log as the file holds it, and the replica
+restarts distrusting everything after :attr:`SqliteLog.synced_index`.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from common.errors import StorageFailed
 from common.protocol import LogEntry, TradeRecord
+from common.storage import Faults, classify, open_database, rollback
 
 # Recent entries kept in memory (plus whatever is staged and not yet flushed).
 TAIL_MAX = 4096
@@ -44,7 +53,7 @@ CREATE TABLE IF NOT EXISTS log (
 );
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
-    value INTEGER
+    value
 );
 """
 
@@ -63,17 +72,31 @@ class SqliteLog:
     :param path: the SQLite file; created if missing.
     """
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+    def __init__(self, path: Path, node: str = "order", cluster_id: str = "bazaar",
+                 faults: Faults | None = None, distrust_after: int | None = None) -> None:
+        """:param node: the replica's name, kept with its data (a file of another node is refused).
+        :param cluster_id: the cluster's id, kept with the data likewise.
+        :param faults: injected storage failures (fault tests only).
+        :param distrust_after: drop every entry after this index before anything
+            else: what was written since the last good fsync (the replica
+            restarted after a failed one, :class:`common.errors.StorageFailed`).
+        :raises StorageCorrupt: when the data cannot be trusted (:func:`common.storage.open_database`).
+        """
+        self.path = path
+        self.faults = faults or Faults(None)
+        opened = open_database(path, node, cluster_id, SCHEMA, f"./run.sh reset {node}")
+        self.db = opened.db
+        if opened.blank:
+            self._commit_meta(("blank", 1))
+        self._blank = self._meta("blank") == 1
         self._tail: list[LogEntry] = []     # the last entries, contiguous, ending at the last index
         self._unflushed = 0                 # how many at the end of the tail are only staged
         self._rid: dict[str, LogEntry] = {}
         self._txn: dict[int, LogEntry] = {}
+        if distrust_after is not None:
+            self._write(lambda: self.db.execute("DELETE FROM log WHERE idx > ?", (distrust_after,)))
         self._refresh()
+        self.synced_index = self._last_index  # the last index known to be on the disk
 
     def _refresh(self) -> None:
         row = self.db.execute("SELECT idx, term FROM log ORDER BY idx DESC LIMIT 1").fetchone()
@@ -180,10 +203,44 @@ class SqliteLog:
     # --- writes ---------------------------------------------------------------
 
     def save_hard_state(self, term: int, voted_for: int | None) -> None:
-        self.db.execute("BEGIN")
-        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('term', ?)", (term,))
-        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('voted_for', ?)", (voted_for,))
-        self.db.execute("COMMIT")
+        self._commit_meta(("term", term), ("voted_for", voted_for))
+
+    def is_blank(self) -> bool:
+        return self._blank
+
+    def clear_blank(self) -> None:
+        self._commit_meta(("blank", 0))
+        self._blank = False
+
+    def _meta(self, key: str) -> int | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def _commit_meta(self, *pairs: tuple[str, int | None]) -> None:
+        self._write(lambda: self.db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", pairs))
+
+    def _write(self, work) -> None:
+        """Run ``work`` in one transaction, translating storage failures.
+
+        :raises StorageFull: nothing was written.
+        :raises StorageFailed: the write or its fsync failed; it may or may not be on the disk.
+        """
+        fault = self.faults.next_fault()
+        try:
+            self.faults.before_commit(fault, self.path)
+            self.db.execute("BEGIN")
+            work()
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            rollback(self.db)
+            problem = classify(exc, self.path)
+            if problem is None:
+                raise
+            raise problem from None
+        except BaseException:
+            rollback(self.db)
+            raise
+        self.faults.after_commit(fault, self.path)
 
     def stage(self, entries: list[LogEntry]) -> None:
         if entries and entries[0].index != self._last_index + 1:
@@ -203,6 +260,7 @@ class SqliteLog:
             self._refresh()
             raise
         self._unflushed = 0
+        self.synced_index = self._last_index
 
     def append(self, entries: list[LogEntry], truncate_from: int | None = None) -> None:
         self.flush()
@@ -211,11 +269,16 @@ class SqliteLog:
         expected = (self._last_index if truncate_from is None else truncate_from - 1) + 1
         if entries and entries[0].index != expected:
             raise ValueError(f"entry {entries[0].index} does not follow {expected - 1}")
-        self._insert(entries, truncate_from)
+        try:
+            self._insert(entries, truncate_from)
+        except StorageFailed:
+            self._refresh()
+            raise
         if truncate_from is not None:
             self._refresh()
         else:
             self._added(entries)
+        self.synced_index = self._last_index
 
     def _added(self, entries: list[LogEntry]) -> None:
         if not entries:
@@ -234,17 +297,15 @@ class SqliteLog:
             t = e.trade
             rows.append((e.index, e.term) + ((None,) * 6 if t is None else
                                              (t.txn, t.request_id, t.name, t.quantity, t.side, t.seq)))
-        self.db.execute("BEGIN")
-        try:
+        def work() -> None:
             if truncate_from is not None:
                 self.db.execute("DELETE FROM log WHERE idx >= ?", (truncate_from,))
             self.db.executemany(f"INSERT INTO log({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows)
-            self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise
+
+        self._write(work)
 
     def close(self) -> None:
-        self.flush()
-        self.db.close()
+        try:
+            self.flush()
+        finally:
+            self.db.close()

@@ -22,7 +22,7 @@ from common.protocol import (
     EVENTS, MESSAGES, PROTOCOL_VERSION, AppendEntries, AppendReply, ApplyTrades, BackendStatus, CacheFlushedEvent,
     CacheStatus, CampaignEvent, CatalogStatus, CaughtUpEvent, Error, ErrorCode, Fence, Fenced, FrontendStatus,
     GetOrder, Heartbeat, JournalEntry, LeaderAnnouncement, LeaderBelief, LeaderChangedEvent, LeaderElectedEvent,
-    LogEntry, Lookup, Message, NodeEvent, NodeKind, OrderInfo, PlaceTrade, ReplicaRole, ReplicaStatus,
+    LogEntry, Lookup, Message, NodeEvent, NodeKind, OrderInfo, PeerHello, PlaceTrade, ReplicaRole, ReplicaStatus,
     SocketEvent, StartedEvent, SteppedDownEvent, StockChanged, StockChanges, StockInfo, StoppingEvent, Topic, TradeDone,
     TradeItem, TradeOutcome, TradeRecord, TradesApplied, VoteReply, VoteRequest,
 )
@@ -88,6 +88,7 @@ EXAMPLES: list[Message] = [
     APPEND,
     AppendEntries(term=7, leader=3, prev_index=89, prev_term=7, entries=[], commit=89),
     AppendReply(term=7, follower=1, success=True, match_index=89, hint=89, probe=311),
+    PeerHello(replica=2, term=7, blank=True),
     AppendReply(term=7, follower=2, success=False, match_index=0, hint=40),
     REPLICA,
     FOLLOWER,

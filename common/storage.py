@@ -1,0 +1,178 @@
+"""Opening a node's SQLite database safely, and what its failures mean.
+
+Both durable stores (the order log, :mod:`order.store`, and the catalog,
+:mod:`catalog.store`) open their file with :func:`open_database`, which
+refuses data that cannot be trusted rather than serve from it:
+
+* the file is missing although this node's *marker* (``<name>.id`` next to it,
+  written when the database was created) says it existed: it was deleted
+  while the node was down;
+* SQLite cannot read it (truncated, overwritten: "not a database"), or its
+  quick integrity check fails;
+* it belongs to another cluster or another node (``meta`` holds the cluster
+  id and the node's name, written at creation).
+
+Each refusal is a :class:`common.errors.StorageCorrupt` whose message says
+what is wrong and what to do (restore the file, or ``./run.sh reset <node>``
+to start that node empty). A node with neither file nor marker starts
+*blank*: new, or one that lost its whole disk; the order replica then rejoins
+the cluster carefully (docs/REPLICATION.md, "Storage faults").
+
+:func:`classify` turns SQLite's errors into the storage error tree: no space
+(:class:`StorageFull`, nothing was written), a failed write or fsync
+(:class:`StorageFailed`, nothing since the last good sync can be trusted),
+damage (:class:`StorageCorrupt`).
+
+:class:`Faults` lets the fault tests make a disk fail on demand where a
+size-limited tmpfs cannot (an EIO on fsync): when its trigger file exists,
+the next commit fails as the file says, once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StorageCorrupt, StorageError, StorageFailed, StorageFull
+
+# SQLite's primary result codes (the low byte of the extended ones).
+SQLITE_IOERR = 10
+SQLITE_CORRUPT = 11
+SQLITE_FULL = 13
+SQLITE_CANTOPEN = 14
+SQLITE_NOTADB = 26
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free space on the file system that holds ``path`` (None if unknown)."""
+    try:
+        return shutil.disk_usage(path.parent if not path.is_dir() else path).free
+    except OSError:
+        return None
+
+
+def describe_free(free: int | None) -> str:
+    if free is None:
+        return "free space unknown"
+    return f"{free / 1024:.0f} KiB free" if free < 10 * 1024 * 1024 else f"{free / 2**20:.0f} MiB free"
+
+
+def classify(exc: sqlite3.Error, path: Path) -> StorageError | None:
+    """The storage error ``exc`` stands for, or None if it is not one (a
+    constraint violation, a programming error: let it propagate)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    text = str(exc)
+    if primary == SQLITE_FULL or "disk is full" in text:
+        free = free_bytes(path)
+        return StorageFull(f"storage full: cannot write {path} ({describe_free(free)})", str(path), free)
+    if primary == SQLITE_IOERR or "disk I/O error" in text:
+        return StorageFailed(f"storage failed: {path}: {text}", str(path))
+    if primary in (SQLITE_CORRUPT, SQLITE_NOTADB) or "malformed" in text or "not a database" in text:
+        return StorageCorrupt(f"{path} is damaged ({text})", str(path))
+    return None
+
+
+def rollback(db: sqlite3.Connection) -> None:
+    """Undo the open transaction, if SQLite has not already (it rolls back by
+    itself on a full disk, and a second ROLLBACK would raise)."""
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A database opened by :func:`open_database`.
+
+    :param blank: the database was created now: a new node, or one that lost its disk.
+    """
+
+    db: sqlite3.Connection
+    blank: bool
+
+
+def open_database(path: Path, node: str, cluster_id: str, schema: str, reset_hint: str) -> Opened:
+    """Open (or create) ``node``'s database at ``path``, refusing data that
+    cannot be trusted.
+
+    :param schema: the tables, created if missing; must include ``meta(key, value)``.
+    :param reset_hint: the command that starts the node empty on purpose.
+    :raises StorageCorrupt: with a message that says what to do.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    marker = path.with_name(f"{node}.id")
+    existed = path.exists()
+    if not existed and marker.exists():
+        raise StorageCorrupt(
+            f"{path} is missing, but {marker} says {node} kept its data there: it was deleted or moved while "
+            f"the node was down. Restore it, or run `{reset_hint}` to start {node} empty (it then copies the "
+            f"cluster's history from the others before it votes)", str(path))
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        if existed:
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise StorageCorrupt(f"{path} fails SQLite's integrity check ({check})", str(path))
+        db.executescript(schema)
+        meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('cluster', 'node')"))
+    except sqlite3.Error as exc:
+        problem = classify(exc, path) or StorageCorrupt(f"{path} cannot be opened ({exc})", str(path))
+        raise StorageCorrupt(f"{problem}. Restore the file from a backup, or run `{reset_hint}` to start {node} "
+                             f"empty", str(path)) from None
+    except StorageCorrupt as exc:
+        raise StorageCorrupt(f"{exc}. Restore the file from a backup, or run `{reset_hint}` to start {node} "
+                             f"empty", str(path)) from None
+    if existed and meta:
+        for key, expected in (("cluster", cluster_id), ("node", node)):
+            if key in meta and meta[key] != expected:
+                db.close()
+                raise StorageCorrupt(
+                    f"{path} holds the data of {key} {meta[key]!r}, not {expected!r}: a file from elsewhere was "
+                    f"put there. Put back {node}'s own file, or run `{reset_hint}` to start it empty", str(path))
+    if not meta:
+        db.execute("BEGIN")
+        db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                       (("cluster", cluster_id), ("node", node)))
+        db.execute("COMMIT")
+    marker.write_text(f"{node} of cluster {cluster_id}: its data is {path.name}\n")
+    return Opened(db, blank=not existed)
+
+
+class Faults:
+    """Storage failures on demand, for the fault tests (never configured in
+    production). When ``trigger`` exists at a commit, it is read (``full``
+    or ``eio``) and removed, and that commit fails so: ``full`` writes
+    nothing; ``eio`` writes, then fails as a failed fsync would, leaving the
+    data in the file system's cache but not known to be on the disk.
+
+    :param trigger: the file to look for, or None (no faults).
+    """
+
+    def __init__(self, trigger: Path | None) -> None:
+        self.trigger = trigger
+
+    def next_fault(self) -> str | None:
+        if self.trigger is None or not self.trigger.exists():
+            return None
+        try:
+            kind = self.trigger.read_text().strip() or "eio"
+            os.unlink(self.trigger)
+        except OSError:
+            return None
+        return kind
+
+    def before_commit(self, kind: str | None, path: Path) -> None:
+        if kind == "full":
+            raise StorageFull(f"storage full: cannot write {path} (injected)", str(path), 0)
+
+    def after_commit(self, kind: str | None, path: Path) -> None:
+        if kind == "eio":
+            raise StorageFailed(f"storage failed: {path}: disk I/O error on fsync (injected)", str(path))

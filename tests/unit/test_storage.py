@@ -1,0 +1,144 @@
+"""Storage faults at the store level (common/storage.py and both stores), on
+temporary SQLite files: data that cannot be trusted is refused at start with
+a message that says what to do; a full disk writes nothing; a failed fsync
+leaves the store as the file holds it, and a restart that distrusts what came
+after the last good sync drops it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from catalog.rules import Catalog
+from catalog.store import SqliteCatalogStore
+from common.errors import StorageCorrupt, StorageFailed, StorageFull
+from common.protocol import LogEntry, TradeItem, TradeRecord
+from common.storage import Faults
+from order.store import SqliteLog
+
+REPO = Path(__file__).resolve().parents[2]
+CSV = REPO / "catalog" / "stocks.csv"
+
+
+def entry(index: int, txn: int | None = None) -> LogEntry:
+    trade = None if txn is None else TradeRecord(txn, f"r{txn}", "FishCo", 1, "buy", txn)
+    return LogEntry(index, 1, trade)
+
+
+def log_at(path: Path, **kw) -> SqliteLog:
+    return SqliteLog(path, node="order-2", cluster_id="c1", **kw)
+
+
+# --- refusing data that cannot be trusted --------------------------------------------------------------------
+
+
+def test_a_new_replica_is_blank_until_it_says_it_caught_up(tmp_path):
+    path = tmp_path / "order-2.sqlite3"
+    log = log_at(path)
+    assert log.is_blank()
+    log.clear_blank()
+    log.close()
+    log = log_at(path)
+    assert not log.is_blank() and (tmp_path / "order-2.id").exists()
+    log.close()
+
+
+def test_a_database_deleted_while_the_node_was_down_is_refused(tmp_path):
+    path = tmp_path / "order-2.sqlite3"
+    log_at(path).close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    with pytest.raises(StorageCorrupt, match=r"missing.*run.sh reset order-2"):
+        log_at(path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_database_is_refused(tmp_path, damage):
+    path = tmp_path / "order-2.sqlite3"
+    log = log_at(path)
+    log.append([entry(i, i) for i in range(1, 200)])
+    log.close()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3] if damage == "truncated" else b"not a database at all" * 400)
+    Path(f"{path}-wal").unlink(missing_ok=True)
+    with pytest.raises(StorageCorrupt, match="run.sh reset order-2"):
+        log_at(path)
+
+
+def test_another_nodes_database_is_refused(tmp_path):
+    mine, theirs = tmp_path / "order-2.sqlite3", tmp_path / "other" / "order-3.sqlite3"
+    log_at(mine).close()
+    SqliteLog(theirs, node="order-3", cluster_id="c1").close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{mine}{suffix}").unlink(missing_ok=True)
+        if Path(f"{theirs}{suffix}").exists():
+            Path(f"{mine}{suffix}").write_bytes(Path(f"{theirs}{suffix}").read_bytes())
+    with pytest.raises(StorageCorrupt, match="'order-3', not 'order-2'"):
+        log_at(mine)
+
+
+def test_another_clusters_catalog_is_refused(tmp_path):
+    path = tmp_path / "catalog.sqlite3"
+    SqliteCatalogStore(path, CSV, cluster_id="c1").close()
+    with pytest.raises(StorageCorrupt, match="'c1', not 'c2'"):
+        SqliteCatalogStore(path, CSV, cluster_id="c2")
+
+
+# --- a full disk and a failing one ---------------------------------------------------------------------------
+
+
+def arm(tmp_path: Path, kind: str) -> Faults:
+    trigger = tmp_path / "fault"
+    trigger.write_text(kind)
+    return Faults(trigger)
+
+
+def test_a_full_disk_writes_nothing_and_the_next_write_succeeds(tmp_path):
+    path = tmp_path / "order-2.sqlite3"
+    faults = Faults(tmp_path / "fault")
+    log = log_at(path, faults=faults)
+    log.append([entry(1, 1)])
+    (tmp_path / "fault").write_text("full")
+    log.stage([entry(2, 2)])
+    with pytest.raises(StorageFull, match=r"storage full: cannot write .*order-2.sqlite3"):
+        log.flush()
+    assert log.last_index() == 1 and log.by_request("r2") is None  # the staged entry is gone
+    log.append([entry(2, 2)])  # space is back
+    assert log.synced_index == 2
+    log.close()
+
+
+def test_after_a_failed_fsync_a_restart_drops_what_came_after_the_last_good_sync(tmp_path):
+    path = tmp_path / "order-2.sqlite3"
+    faults = Faults(tmp_path / "fault")
+    log = log_at(path, faults=faults)
+    log.append([entry(1, 1), entry(2, 2)])
+    (tmp_path / "fault").write_text("eio")
+    with pytest.raises(StorageFailed, match="fsync"):
+        log.append([entry(3, 3)])
+    good = log.synced_index
+    assert good == 2 and log.last_index() == 3  # the file holds it, but it may not be on the disk
+    log.db.close()
+    log = log_at(path, distrust_after=good)
+    assert log.last_index() == 2 and log.by_request("r3") is None and log.by_txn(2).index == 2
+    log.close()
+
+
+def test_a_catalog_that_restarts_after_a_failed_fsync_undoes_the_suspect_batch(tmp_path):
+    path = tmp_path / "catalog.sqlite3"
+    store = SqliteCatalogStore(path, CSV, faults=Faults(tmp_path / "fault"))
+    catalog = Catalog(store)
+    catalog.apply(1, [TradeItem("a", "FishCo", 3, "buy"), TradeItem("b", "FishCo", 1000, "buy")])
+    before = catalog.lookup("FishCo")
+    good = store.synced
+    (tmp_path / "fault").write_text("eio")
+    with pytest.raises(StorageFailed):
+        catalog.apply(1, [TradeItem("c", "FishCo", 5, "sell"), TradeItem("d", "NoSuch", 1, "buy")])
+    store.db.close()
+    store = SqliteCatalogStore(path, CSV, distrust_after=good)
+    catalog = Catalog(store)
+    assert catalog.lookup("FishCo") == before and catalog.seq == 1
+    assert store.journaled("c") is None and store.journaled("d") is None
+    assert store.journaled("b").status == "not_enough_stock"  # the good commit's refusal stays
+    store.close()

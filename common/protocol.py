@@ -476,6 +476,7 @@ class BackendStatus(Message):
     order_calls: int
     retries: int
     unavailable: int
+    timeouts: int = 0
 
 
 @dataclass(frozen=True, slots=True)

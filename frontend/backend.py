@@ -65,6 +65,7 @@ class Counters:
     order_calls: int = 0
     retries: int = 0
     unavailable: int = 0
+    timeouts: int = 0  # attempts sent that got no reply in time (a subset of retries)
 
 
 class Backend:
@@ -95,7 +96,7 @@ class Backend:
     def status(self) -> BackendStatus:
         c = self.counters
         return BackendStatus(catalog_calls=c.catalog_calls, order_calls=c.order_calls, retries=c.retries,
-                             unavailable=c.unavailable)
+                             unavailable=c.unavailable, timeouts=c.timeouts)
 
     def close(self) -> None:
         self.catalog.close()
@@ -132,6 +133,8 @@ class Backend:
             except (PeerUnavailable, RpcTimeout, RemoteProtocolError) as exc:
                 log.warning("catalog did not answer", attempt=attempt + 1, error=str(exc))
                 self.counters.retries += 1
+                if isinstance(exc, RpcTimeout):
+                    self.counters.timeouts += 1
                 continue
             if isinstance(reply, StockInfo):
                 return reply
@@ -208,7 +211,8 @@ class Backend:
                     self.tracker.failed(target)
             except RpcTimeout:
                 sent = True
-                if not leader_moved():
+                if not leader_moved():  # a real timeout, not a wait cut short by news of a new leader
+                    self.counters.timeouts += 1
                     with self.lock:
                         self.tracker.failed(target)
             except RemoteError as exc:

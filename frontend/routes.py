@@ -1,8 +1,10 @@
-"""The HTTP API: the seed's endpoints, byte for byte, and ``GET /stats``.
+"""The HTTP API: the seed's endpoints, byte for byte, ``GET /stats`` and
+``GET /metrics`` (Prometheus, :mod:`frontend.metrics`).
 
-Every answer is JSON. Success is ``{"data": ...}``; every failure, including
-unknown paths, wrong methods and oversized bodies, is
-``{"error": {"code": <HTTP status>, "message": ...}}`` with that status.
+Every answer is JSON but the metrics' scrape. Success is ``{"data": ...}``;
+every failure, including unknown paths, wrong methods and oversized bodies
+(on ``/metrics`` too), is ``{"error": {"code": <HTTP status>, "message": ...}}``
+with that status.
 A bad request changes nothing.
 """
 
@@ -23,6 +25,7 @@ from common.protocol import MAX_NAME_LENGTH, MAX_REQUEST_ID_LENGTH, ErrorCode, t
 from common.trace import TRACE_HEADER
 
 from .backend import Unavailable
+from .metrics import render
 
 log = get_logger(__name__)
 api = Blueprint("api", __name__)
@@ -107,6 +110,13 @@ def invalidate(name: str):
 @api.get("/stats")
 def stats():
     return jsonify({"data": _state().stats()})
+
+
+@api.get("/metrics")
+def metrics():
+    """The Prometheus text format (OpenMetrics when the scraper asks for it)."""
+    body, content_type = render(_state().metrics, request.headers.get("Accept"))
+    return Response(body, content_type=content_type)
 
 
 # --- request parsing ----------------------------------------------------------

@@ -43,7 +43,7 @@ def settle(cluster: Cluster, history: History, replicas: list[int] | None = None
 
     :param replicas: the replicas expected to hold the final log (all by default).
     """
-    http = Http(cluster.http_ports[0], timeout=15)
+    http = Http(cluster.http_ports[0], timeout=15, host=cluster.http_host())
     try:
         for op in history.ops:
             if op.status not in ("unknown", "invoked"):
@@ -159,7 +159,7 @@ def check(cluster: Cluster, history: History, replicas: list[int] | None = None,
                        journal=cluster.journal(), initial=initial_stocks())
     out = judge(state, history.ops)
     if verify_reads:
-        http = Http(cluster.http_ports[0], timeout=15)
+        http = Http(cluster.http_ports[0], timeout=15, host=cluster.http_host())
         try:
             for op in history.ops:
                 if op.status != "ok":

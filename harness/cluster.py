@@ -1,7 +1,9 @@
 """A whole Bazaar cluster of real processes on free loopback ports.
 
 :class:`Cluster` writes a config.toml with fresh ports and a data directory
-under a directory of the caller's, starts every node as ``python -m <node>``
+under a directory of the caller's (by default every node on 127.0.0.1; with
+``addresses``, each node on a loopback address of its own, as on several
+hosts: :func:`spread_addresses`), starts every node as ``python -m <node>``
 in a process group of its own, and hands out :class:`harness.process.Process`
 handles to kill (SIGKILL), pause (SIGSTOP), resume (SIGCONT), stop (SIGTERM)
 and restart any of them. :meth:`Cluster.close` SIGKILLs whatever is left, so
@@ -16,6 +18,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -23,11 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.sockets import free_tcp_ports
-
 from .process import ROOT, Process, Timeout, wait_until
 
-__all__ = ["Cluster", "Http", "Process", "Reply", "Timeout", "initial_stocks", "wait_until"]
+__all__ = ["Cluster", "Http", "Process", "Reply", "Timeout", "initial_stocks", "loopback_problem",
+           "spread_addresses", "wait_until"]
+
+LOOPBACK = "127.0.0.1"
+# What a node in ``Cluster.bind_any`` binds: every address of the machine.
+ANY_ADDRESS = "0.0.0.0"
 
 
 @dataclass
@@ -54,7 +60,9 @@ class Http:
         a history of everything the clients saw.
     """
 
-    def __init__(self, port: int, timeout: float = 10.0, record: Callable | None = None) -> None:
+    def __init__(self, port: int, timeout: float = 10.0, record: Callable | None = None,
+                 host: str = LOOPBACK) -> None:
+        self.host = host
         self.port = port
         self.timeout = timeout
         self.record = record
@@ -66,7 +74,7 @@ class Http:
         hdrs = {"Content-Type": "application/json", **(headers or {})}
         for attempt in (1, 2):
             if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             start = time.monotonic()
             try:
                 self.conn.request(method, path, body=data, headers=hdrs)
@@ -110,6 +118,12 @@ class Cluster:
     ``cluster_factory`` fixture rather than building one by hand.
 
     :param settings: extra config.toml keys, ``{"heartbeat": {"interval_ms": 50}}``.
+    :param addresses: node name -> the address it listens on (and others reach
+        it at), for nodes not on 127.0.0.1 (:func:`spread_addresses` gives
+        every node one of its own). Every port is found free on its address.
+    :param bind_any: nodes that bind every address (``tcp://0.0.0.0:<port>``,
+        as README.md's several-host example does) while the others connect to
+        their own address: their ``bind`` differs from their ``endpoint``.
     """
 
     workdir: Path
@@ -119,15 +133,24 @@ class Cluster:
     frontend_args: list[str] = field(default_factory=list)
     first_start_args: dict[str, list[str]] = field(default_factory=dict)
     links: bool = False
+    addresses: dict[str, str] = field(default_factory=dict)
+    bind_any: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        ports = free_tcp_ports(3 + self.replicas + self.frontends)
-        self.ports = {
-            "xsub": ports[0], "xpub": ports[1], "catalog": ports[2],
-            **{f"order-{i}": ports[2 + i] for i in range(1, self.replicas + 1)},
-        }
-        self.http_ports = ports[3 + self.replicas:]
+        if self.links and (self.addresses or self.bind_any):
+            raise ValueError("links and per-node addresses do not go together (links listen on 127.0.0.1)")
+        frontends = ["frontend" if k == 1 else f"frontend-{k}" for k in range(1, self.frontends + 1)]
+        owners = {"xsub": "broker", "xpub": "broker", "catalog": "catalog",
+                  **{f"order-{i}": f"order-{i}" for i in range(1, self.replicas + 1)}}
+        # Where each endpoint (and each frontend's HTTP) listens, and where it is reached.
+        self.hosts = {name: self.addresses.get(node, LOOPBACK) for name, node in owners.items()}
+        self.http_hosts = [self.addresses.get(name, LOOPBACK) for name in frontends]
+        binds = [ANY_ADDRESS if owners[name] in self.bind_any else host for name, host in self.hosts.items()]
+        ports = _free_ports(binds + self.http_hosts)
+        self.ports = dict(zip(self.hosts, ports))
+        self.bind_hosts = dict(zip(self.hosts, binds))
+        self.http_ports = ports[len(self.hosts):]
         self.hub = None
         if self.links:
             from .links import LinkHub
@@ -152,9 +175,8 @@ class Cluster:
         add("catalog", ["-m", "catalog"])
         for i in range(1, self.replicas + 1):
             add(f"order-{i}", ["-m", "order", "--id", str(i)])
-        for k, port in enumerate(self.http_ports, start=1):
-            name = "frontend" if k == 1 else f"frontend-{k}"
-            add(name, ["-m", "frontend", "--port", str(port), "--name", name, *self.frontend_args])
+        for name, host, port in zip(frontends, self.http_hosts, self.http_ports):
+            add(name, ["-m", "frontend", "--host", host, "--port", str(port), "--name", name, *self.frontend_args])
         self.clients: list[Http] = []
 
     def _seen(self, view: str | None, target: str) -> str:
@@ -162,11 +184,11 @@ class Cluster:
         when the cluster has links, unless the node is reaching itself)."""
         node = "broker" if target in ("xsub", "xpub") else target
         if view is None or view == node or self.hub is None:
-            return f"tcp://127.0.0.1:{self.ports[target]}"
+            return self.endpoint(target)
         key = (view, target)
         if key not in self.hub.links:
             self.hub.add(view, target, self.ports[target])
-        return f"tcp://127.0.0.1:{self.hub.links[key].port}"
+        return f"tcp://{LOOPBACK}:{self.hub.links[key].port}"
 
     def link(self, source: str, target: str):
         """The link ``source`` uses to reach ``target`` (``xsub``/``xpub`` for the broker)."""
@@ -179,7 +201,7 @@ class Cluster:
                 if {src, "broker" if dst in ("xsub", "xpub") else dst} == names]
 
     def config_text(self, view: str | None = None) -> str:
-        real = lambda name: f"tcp://127.0.0.1:{self.ports[name]}"  # noqa: E731
+        real = lambda name: f"tcp://{self.bind_hosts[name]}:{self.ports[name]}"  # noqa: E731
         s = {
             "cluster": {"data_dir": str(self.workdir / "data"), "log_level": "info"},
             "heartbeat": {"interval_ms": 100, "liveness": 3},
@@ -188,7 +210,7 @@ class Cluster:
                        "xsub_bind": real("xsub"), "xpub_bind": real("xpub")},
             "catalog": {"endpoint": self._seen(view, "catalog"), "bind": real("catalog"),
                         "stocks_csv": str(ROOT / "catalog" / "stocks.csv")},
-            "frontend": {"host": "127.0.0.1", "port": self.http_ports[0], "cache": True, "cache_size": 10},
+            "frontend": {"host": self.http_hosts[0], "port": self.http_ports[0], "cache": True, "cache_size": 10},
         }
         for section, values in self.settings.items():
             s.setdefault(section, {}).update(values)
@@ -247,9 +269,19 @@ class Cluster:
         return self.nodes["frontend"]
 
     def http(self, port: int | None = None) -> Http:
-        client = Http(port or self.http_ports[0])
+        """A client of the frontend on ``port`` (the first by default), closed with the cluster."""
+        client = Http(port or self.http_ports[0], host=self.http_host(port))
         self.clients.append(client)
         return client
+
+    def http_host(self, port: int | None = None) -> str:
+        """The address of the frontend on ``port`` (the first by default)."""
+        return self.http_hosts[self.http_ports.index(port) if port else 0]
+
+    @property
+    def http_addresses(self) -> list[tuple[str, int]]:
+        """Every frontend's ``(address, port)``, for :class:`harness.history.Load`."""
+        return list(zip(self.http_hosts, self.http_ports))
 
     @property
     def api(self) -> Http:
@@ -258,7 +290,8 @@ class Cluster:
         return self._api
 
     def endpoint(self, name: str) -> str:
-        return f"tcp://127.0.0.1:{self.ports[name]}"
+        """Where others reach ``name`` (``xsub``/``xpub`` for the broker's two sides)."""
+        return f"tcp://{self.hosts[name]}:{self.ports[name]}"
 
     # --- state, read straight from the databases -----------------------------
 
@@ -291,6 +324,42 @@ class Cluster:
             return db.execute(
                 "SELECT seq, request_id, name, quantity, side FROM journal WHERE seq IS NOT NULL ORDER BY seq"
             ).fetchall()
+
+
+def spread_addresses(replicas: int = 3, frontends: int = 1, first: int = 2) -> dict[str, str]:
+    """A loopback address of its own for every node: the broker on
+    127.0.0.<first>, then the catalog, the replicas and the frontends."""
+    names = ["broker", "catalog", *(f"order-{i}" for i in range(1, replicas + 1)),
+             *("frontend" if k == 1 else f"frontend-{k}" for k in range(1, frontends + 1))]
+    return {name: f"127.0.0.{first + k}" for k, name in enumerate(names)}
+
+
+def loopback_problem(addresses: list[str]) -> str | None:
+    """Why these addresses cannot be listened on here (None if they can).
+    Linux routes all of 127.0.0.0/8 to the loopback interface; other systems
+    (macOS) have only 127.0.0.1 unless aliases are added."""
+    for address in addresses:
+        try:
+            with socket.socket() as s:
+                s.bind((address, 0))
+        except OSError as exc:
+            return f"cannot listen on {address} on this machine ({exc}); it needs the loopback range 127.0.0.0/8"
+    return None
+
+
+def _free_ports(hosts: list[str]) -> list[int]:
+    """A TCP port free on each host, all held open until all are found (so
+    that a port on 0.0.0.0 is never also handed out on a single address)."""
+    held = []
+    try:
+        for host in hosts:
+            s = socket.socket()
+            held.append(s)
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
 
 
 def initial_stocks() -> dict[str, int]:

@@ -99,11 +99,13 @@ def classify(reply) -> tuple[str, int | None, str]:
 class Load:
     """Concurrent trading clients, bounded by ``max_ops`` and ``max_seconds``.
 
-    :param ports: frontends' HTTP ports; client k uses ``ports[k % len(ports)]``.
+    :param ports: frontends' HTTP ports on 127.0.0.1, or ``(address, port)``
+        pairs (:attr:`harness.cluster.Cluster.http_addresses`); client k uses
+        ``ports[k % len(ports)]``.
     :param pace_s: pause between one client's trades (keeps the load moderate).
     """
 
-    def __init__(self, history: History, ports: list[int], clients: int = 4, max_ops: int = 400,
+    def __init__(self, history: History, ports: list[int] | list[tuple[str, int]], clients: int = 4, max_ops: int = 400,
                  max_seconds: float = 30.0, seed: int = 0, pace_s: float = 0.0, lookups: bool = False) -> None:
         self.history = history
         self.ports = ports
@@ -153,7 +155,9 @@ class Load:
 
     def _client(self, k: int) -> None:
         rng = random.Random(self.seed * 1000 + k)
-        http = Http(self.ports[k % len(self.ports)], timeout=15, record=self.history.record)
+        target = self.ports[k % len(self.ports)]
+        host, port = target if isinstance(target, tuple) else ("127.0.0.1", target)
+        http = Http(port, timeout=15, record=self.history.record, host=host)
         try:
             while not self._stop.is_set() and time.monotonic() < self._deadline:
                 n = self._take()

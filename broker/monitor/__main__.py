@@ -1,8 +1,10 @@
 """``python -m broker.monitor --config config.toml``: watch the cluster live.
 
 ``--json`` prints one JSON object per line instead (``--topic`` picks which);
-``--once SECONDS`` listens that long, prints the view once as text and exits.
-docs/MONITOR.md explains every column and every line.
+``--once SECONDS`` listens that long, prints the view once as text and exits;
+``--prometheus HOST:PORT`` draws nothing and serves the cluster's metrics
+for Prometheus there (:mod:`broker.monitor.exporter`).
+docs/MONITOR.md explains every column, every line and every metric.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ import zmq
 
 from common import config as configuration
 from common import logs
+from common.logs import get_logger
 from common.node import run_main, stop_on_signals
 
+from .exporter import Address, Exporter, SnapshotSink
 from .jsonlines import TOPIC_NAMES, JsonLines
 from .listener import Listener
 from .state import MonitorState
+
+log = get_logger("broker.monitor")
 
 
 def parse_args() -> argparse.Namespace:
@@ -39,9 +45,20 @@ def parse_args() -> argparse.Namespace:
                         help="listen for SECONDS, print the view once as plain text and exit")
     parser.add_argument("--duration", type=float, metavar="SECONDS", help="exit after SECONDS")
     parser.add_argument("--width", type=int, help="columns of the view (default: the terminal's, or 120)")
+    parser.add_argument("--prometheus", metavar="HOST:PORT",
+                        help="draw nothing; serve the cluster's metrics for Prometheus on HOST:PORT "
+                             "(':PORT' for every address)")
     args = parser.parse_args()
     if args.topic and not args.json:
         parser.error("--topic only applies with --json")
+    if args.prometheus is not None:
+        for name in ("json", "once", "width"):
+            if getattr(args, name):
+                parser.error(f"--{name} does not go with --prometheus (the exporter draws nothing)")
+        try:
+            args.prometheus = Address.parse(args.prometheus)
+        except ValueError as exc:
+            parser.error(str(exc))
     for name in ("once", "duration", "width"):
         value = getattr(args, name)
         if value is not None and value <= 0:
@@ -53,12 +70,15 @@ def main() -> None:
     args = parse_args()
     config = configuration.from_args(args)
     # Log lines would tear the live view; only errors (or what --log-level asks).
-    logs.configure("monitor", args.log_level or ("warning" if args.json else "error"))
+    default_level = "info" if args.prometheus else "warning" if args.json else "error"
+    logs.configure("monitor", args.log_level or default_level)
     stop = stop_on_signals()
     state = MonitorState.from_config(config)
     ctx = zmq.Context()
     try:
-        if args.json:
+        if args.prometheus:
+            _export(args, config, state, ctx, stop)
+        elif args.json:
             listener = Listener(ctx, config.broker.xpub.connect, state, JsonLines(sys.stdout, args.topic), stop)
             try:
                 listener.run(args.duration)
@@ -89,6 +109,23 @@ def _view(args, config, state, ctx, stop) -> None:
             sink.print(state, time.monotonic(), time.time())
     finally:
         listener.close()
+
+
+def _export(args, config, state, ctx, stop) -> None:
+    sink = SnapshotSink()
+    try:
+        exporter = Exporter(args.prometheus, sink, time.monotonic)
+    except OSError as exc:
+        log.error("cannot serve metrics", address=str(args.prometheus), error=str(exc))
+        sys.exit(f"cannot serve metrics on {args.prometheus}: {exc}")
+    log.info("serving metrics", url=f"http://{Address(args.prometheus.host, exporter.port)}/metrics",
+             bus=config.broker.xpub.connect)
+    listener = Listener(ctx, config.broker.xpub.connect, state, sink, stop)
+    try:
+        listener.run(args.duration)
+    finally:
+        listener.close()
+        exporter.close()
 
 
 def _quiet_closed_stdout() -> None:

@@ -15,7 +15,7 @@ import time
 import zmq
 
 from common import config as configuration
-from common import logs
+from common import logs, security
 from common.node import run_main, stop_on_signals
 
 from .jsonlines import TOPIC_NAMES, JsonLines
@@ -56,32 +56,34 @@ def main() -> None:
     logs.configure("monitor", args.log_level or ("warning" if args.json else "error"))
     stop = stop_on_signals()
     state = MonitorState.from_config(config)
+    curve = security.node_keys(config, security.MONITOR).client("broker")
     ctx = zmq.Context()
     try:
         if args.json:
-            listener = Listener(ctx, config.broker.xpub.connect, state, JsonLines(sys.stdout, args.topic), stop)
+            listener = Listener(ctx, config.broker.xpub.connect, state, JsonLines(sys.stdout, args.topic), stop,
+                                curve=curve)
             try:
                 listener.run(args.duration)
             finally:
                 listener.close()
             _quiet_closed_stdout()
         else:
-            _view(args, config, state, ctx, stop)
+            _view(args, config, state, ctx, stop, curve)
     finally:
         ctx.term()
 
 
-def _view(args, config, state, ctx, stop) -> None:
+def _view(args, config, state, ctx, stop, curve) -> None:
     from rich.console import Console
 
     from .view import LiveView, Quiet
 
-    title = f"Bazaar monitor · {config.path.name}"
+    title = f"Bazaar monitor · {config.path.name}" + (" · monitor without CURVE" if curve is None else "")
     if args.once is not None:
         sink = Quiet(Console(width=args.width or 120, height=60), title)
     else:
         sink = LiveView(Console(width=args.width), title)
-    listener = Listener(ctx, config.broker.xpub.connect, state, sink, stop)
+    listener = Listener(ctx, config.broker.xpub.connect, state, sink, stop, curve=curve)
     try:
         with sink:
             listener.run(args.once if args.once is not None else args.duration)

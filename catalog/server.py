@@ -54,12 +54,12 @@ class CatalogServer:
 
     def __init__(self, config: Config, ctx: zmq.Context, stop: threading.Event, now: float) -> None:
         self.config = config
+        keys = security.node_keys(config, "catalog")  # missing keys stop the node before it touches its data
         self.store = SqliteCatalogStore(config.data_dir / "catalog.sqlite3", config.catalog.stocks_csv)
         self.catalog = Catalog(self.store)
         self.loop = Loop(stop)
         # The gate first: no server socket binds before its ZAP handler is there.
-        self.gate = security.Gate(ctx, security.node_keys(config, "catalog"),
-                                  lambda event: self.bus.event(event, warn=True))
+        self.gate = security.Gate(ctx, keys, lambda event: self.bus.event(event, warn=True))
         self.gate.attach(self.loop)
         self.router = sockets.make_socket(ctx, zmq.ROUTER, curve=self.gate.server("router"))
         self.router.bind(config.catalog.endpoint.bind)

@@ -85,14 +85,14 @@ class OrderServer:
         me = config.replica(replica_id)
         self.me = me
         self.failpoint = failpoint
+        keys = security.node_keys(config, me.name)  # missing keys stop the node before it touches its log
         self.store = SqliteLog(config.data_dir / f"{me.name}.sqlite3")
         peers = [r for r in config.orders if r.id != me.id]
         self.replica = Replica(me.id, [p.id for p in peers], self.store, timing_from(config),
                                config.timeouts.catalog_ms / 1000, now)
         self.loop = Loop(stop)
         # The gate first: no server socket binds before its ZAP handler is there.
-        self.gate = security.Gate(ctx, security.node_keys(config, me.name),
-                                  lambda event: self.bus.event(event, warn=True))
+        self.gate = security.Gate(ctx, keys, lambda event: self.bus.event(event, warn=True))
         self.gate.attach(self.loop)
         self.router = sockets.make_socket(ctx, zmq.ROUTER, curve=self.gate.server("router"))
         self.router.bind(me.endpoint.bind)

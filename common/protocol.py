@@ -378,8 +378,9 @@ class AuthStatus(Message):
     ``curve`` is False when the node runs without CURVE (for debugging only);
     ``refused`` counts the connections its ZAP handler refused (a CURVE key
     that is not the cluster's); ``failed_handshakes`` those that failed
-    before the ZAP handler was asked (no key, another mechanism, or a client
-    that does not hold this node's public key)."""
+    before the ZAP handler was asked (no key, another mechanism, a client
+    that does not hold this node's public key, or a peer that died in the
+    middle of its handshake)."""
 
     MSG: ClassVar[str] = "auth_status"
     curve: bool

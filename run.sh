@@ -25,6 +25,8 @@ usage: ./run.sh [command] [node]
   status           which nodes run, and the cluster as the frontend sees it
   logs [node]      follow the logs (of one node)
   monitor          the live cluster view (python -m broker.monitor)
+  keys [--force]   make the CURVE key pairs config.toml's [security] keys_dir lacks
+                   (--force: all of them anew); up and start make them if there are none
   test [args]      install test dependencies and run the test suite (pytest args allowed)
   install          create .venv and install Bazaar into it
 
@@ -124,6 +126,10 @@ stop_node() {
 
 all_nodes() { node_lines | cut -f1; }
 
+# Before a start: a fresh checkout gets its keys (only if there are none at
+# all: a host that was given its own keys never gets others made for it).
+ensure_keys() { "$PY" -m common.cluster keys --if-none --config "$CONFIG"; }
+
 start_all() {
   local name running=0
   for name in $(all_nodes); do
@@ -162,6 +168,7 @@ case "$cmd" in
   up)
     install
     load_nodes
+    ensure_keys
     start_all
     echo "press Ctrl-C to stop every node"
     trap 'echo; stop_all; exit 0' INT TERM
@@ -170,6 +177,7 @@ case "$cmd" in
   start)
     install
     load_nodes
+    ensure_keys
     if [ $# -gt 0 ]; then start_node "$1"; else start_all; fi
     ;;
   stop)
@@ -189,6 +197,7 @@ case "$cmd" in
     if [ $# -gt 0 ]; then tail -n 50 -F "$CURRENT/$1.log"; else tail -n 20 -F "$CURRENT"/*.log; fi
     ;;
   monitor) install; exec "$PY" -m broker.monitor --config "$CONFIG" "$@" ;;
+  keys) install; exec "$PY" -m common.cluster keys --config "$CONFIG" "$@" ;;
   test)
     install "[test]"
     exec "$PY" -m pytest "$@"

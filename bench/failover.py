@@ -1,6 +1,6 @@
 """Failover benchmark: kill (or hang) the order leader N times under load.
 
-    .venv/bin/python -m bench.failover --rounds 10 [--mode kill|stop|both] [--clients 4]
+    .venv/bin/python -m bench.failover --rounds 10 [--mode kill|stop|both] [--clients 4] [--no-curve]
 
 Starts a private cluster on free loopback ports in a temporary directory
 (:class:`harness.cluster.Cluster`), runs trading clients through the HTTP API, and in each round
@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from common.protocol import CaughtUpEvent
 from harness.bus import BusTap
 from harness.checker import check, report, settle
 from harness.cluster import Cluster, wait_until
@@ -61,7 +62,7 @@ def one_round(cluster: Cluster, tap: BusTap, history: History, mode: str, timeou
     node.kill()  # a hung leader is killed too before it restarts
     history.note(f"restart order-{leader}")
     node.start()
-    tap.wait_event("caught_up", f"order-{leader}", since=since, timeout=30)
+    tap.wait_event(CaughtUpEvent, f"order-{leader}", since=since, timeout=30)
     return first_ok - fault_at
 
 
@@ -71,12 +72,13 @@ def main() -> None:
     parser.add_argument("--mode", choices=("kill", "stop", "both"), default="both")
     parser.add_argument("--clients", type=int, default=4, help="concurrent trading clients (default %(default)s)")
     parser.add_argument("--max-seconds", type=float, default=600, help="bound on the whole load")
+    parser.add_argument("--no-curve", action="store_true", help="run the private cluster without CURVE")
     args = parser.parse_args()
     modes = ("kill", "stop") if args.mode == "both" else (args.mode,)
 
     with tempfile.TemporaryDirectory(prefix="bazaar-failover-") as tmp:
-        cluster = Cluster(Path(tmp))
-        print(f"starting a private cluster in {tmp} ...", flush=True)
+        cluster = Cluster(Path(tmp), settings={"security": {"curve": not args.no_curve}})
+        print(f"starting a private cluster in {tmp}, CURVE {'off' if args.no_curve else 'on'} ...", flush=True)
         cluster.start()
         tap = BusTap(cluster)
         history = History()

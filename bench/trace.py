@@ -1,6 +1,6 @@
 """Where a trade's time goes: the latency budget, stage by stage.
 
-    .venv/bin/python -m bench.trace [--spawn | --config config.toml] [-n 600] [--load 0]
+    .venv/bin/python -m bench.trace [--spawn [--no-curve] | --config config.toml] [-n 600] [--load 0]
 
 Sends ``-n`` trades one after another over one keep-alive HTTP connection,
 each with ``X-Bazaar-Trace: 1``, so every node on its path stamps it
@@ -12,9 +12,11 @@ under load. Before the trades it measures, the same way, the cached lookup
 and the bare ZeroMQ round trip to the catalog, so each figure has its floor
 next to it in the same run.
 
-``--spawn`` starts a private cluster on free loopback ports (and stops it);
-otherwise the backends of ``--config`` must run (``./run.sh start``). Only
-127.0.0.1 is targeted; every loop is bounded by its count and ``--max-seconds``.
+``--spawn`` starts a private cluster on free loopback ports (and stops it),
+with CURVE unless ``--no-curve``; otherwise the backends of ``--config`` must
+run (``./run.sh start``). The bare round trip to the catalog runs CURVE when
+the cluster does, with the ``tools`` key. Only 127.0.0.1 is targeted; every
+loop is bounded by its count and ``--max-seconds``.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from pathlib import Path
 
 import zmq
 
-from common import codec
+from common import codec, security
 from common import config as configuration
 from common.protocol import Lookup
+from common.sockets import CurveClient, apply_curve
 from common.trace import PARALLEL, STAGES, TRACE_HEADER, stages
 from harness.cluster import Cluster
 from harness.process import Process
@@ -67,9 +70,9 @@ def timed_lookups(port: int, n: int, deadline: float) -> list[float]:
     return out
 
 
-def zmq_round_trips(endpoint: str, n: int, deadline: float) -> list[float]:
+def zmq_round_trips(endpoint: str, n: int, deadline: float, curve: CurveClient | None = None) -> list[float]:
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.REQ)
+    sock = apply_curve(ctx.socket(zmq.REQ), curve)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
     out = []
@@ -163,6 +166,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.trace", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="config.toml", help="config of the running cluster (default %(default)s)")
     parser.add_argument("--spawn", action="store_true", help="start a private cluster on free ports instead")
+    parser.add_argument("--no-curve", action="store_true", help="with --spawn: the private cluster runs without CURVE")
     parser.add_argument("-n", "--trades", type=int, default=600, help="traced trades (default %(default)s)")
     parser.add_argument("--load", type=int, default=0, help="other clients trading meanwhile (default %(default)s)")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="wall-time cap (default %(default)s)")
@@ -174,19 +178,22 @@ def main() -> None:
         tmp = tempfile.TemporaryDirectory(prefix="bazaar-trace-")
         if args.spawn:
             print(f"starting a private cluster in {tmp.name}", file=sys.stderr)
-            cluster = Cluster(Path(tmp.name)).start()
+            cluster = Cluster(Path(tmp.name), settings={"security": {"curve": not args.no_curve}}).start()
             port, catalog = cluster.http_ports[0], cluster.endpoint("catalog")
         else:
             config = configuration.load(args.config)
             port, catalog = config.frontend.port, config.catalog.endpoint.connect
         config_path = cluster.config_path if cluster is not None else Path(args.config)
+        cfg = configuration.load(config_path)
+        curve = security.node_keys(cfg, security.TOOLS).client("catalog")
         load = background_load(config_path, port, args.load, deadline, Path(tmp.name) / "logs")
         warm = min(50, args.trades)
         traced_trades(port, warm, deadline)  # warm-up: connections, caches, SQLite pages
         lookups = timed_lookups(port, args.trades, deadline)
-        zmq_rt = zmq_round_trips(catalog, args.trades, deadline)
+        zmq_rt = zmq_round_trips(catalog, args.trades, deadline, curve)
         budgets, totals, incomplete = traced_trades(port, args.trades, deadline)
-        print(f"bench.trace: {args.trades} trades, {args.load} background clients, pid {os.getpid()}")
+        print(f"bench.trace: {args.trades} trades, {args.load} background clients, "
+              f"CURVE {'on' if cfg.security.curve else 'off'}, pid {os.getpid()}")
         print(report(budgets, totals, lookups, zmq_rt, incomplete))
         if args.json:
             args.json.write_text(json.dumps({"stages": budgets, "totals": totals}) + "\n")

@@ -7,6 +7,10 @@ commit), after which their changes are published (``stock`` topic, one
 ``stock_changes`` message) with their change numbers, then the batches are
 answered. The heartbeat carries the last change number, so a
 subscriber that missed the final change of a burst still sees the gap.
+
+The ROUTER is a CURVE server: the catalog's ZAP handler (:class:`common.security.Gate`,
+served by the same loop) lets in only the cluster's keys, and its heartbeat
+counts the refusals.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 
 import zmq
 
-from common import rpc, sockets
+from common import rpc, security, sockets
 from common.bus import Publisher
 from common.config import Config
 from common.errors import RemoteProtocolError, error_code
@@ -51,15 +55,19 @@ class CatalogServer:
 
     def __init__(self, config: Config, ctx: zmq.Context, stop: threading.Event, now: float) -> None:
         self.config = config
+        keys = security.node_keys(config, "catalog")  # missing keys stop the node before it touches its data
         self.store = SqliteCatalogStore(config.data_dir / "catalog.sqlite3", config.catalog.stocks_csv)
         self.catalog = Catalog(self.store)
         self.loop = Loop(stop)
-        self.router = sockets.make_socket(ctx, zmq.ROUTER)
+        # The gate first: no server socket binds before its ZAP handler is there.
+        self.gate = security.Gate(ctx, keys, lambda event: self.bus.event(event, warn=True))
+        self.gate.attach(self.loop)
+        self.router = sockets.make_socket(ctx, zmq.ROUTER, curve=self.gate.server("router"))
         self.router.bind(config.catalog.endpoint.bind)
         self.bus = Publisher(ctx, config.broker.xsub.connect, "catalog", NodeKind.CATALOG,
-                             config.heartbeat.interval_ms)
+                             config.heartbeat.interval_ms, curve=self.gate.client("broker"))
         self.loop.add(self.router, self.on_requests)
-        self.loop.watch(self.router, "router", self.on_socket_event)
+        self.loop.watch(self.router, "router", self.on_router_event)
         self.loop.watch(self.bus.sock, "bus", self.on_socket_event)
         self.beat = Ticker(config.heartbeat.interval_s, now)
         self.counters = Counters()
@@ -77,10 +85,14 @@ class CatalogServer:
     def status(self) -> CatalogStatus:
         c = self.counters
         return CatalogStatus(seq=self.catalog.seq, fence=self.catalog.fence, lookups=c.lookups, trades=c.trades,
-                             batches=c.batches, bad_requests=c.bad_requests)
+                             batches=c.batches, bad_requests=c.bad_requests, auth=self.gate.status())
 
     def on_socket_event(self, label: str, event: str, endpoint: str) -> None:
         self.bus.event(SocketEvent(self.bus.node, socket=label, event=event, endpoint=endpoint))
+
+    def on_router_event(self, label: str, event: str, endpoint: str) -> None:
+        self.gate.on_socket_event(label, event, endpoint)
+        self.on_socket_event(label, event, endpoint)
 
     def on_requests(self) -> None:
         """Answer every request waiting on the router. Trade batches that

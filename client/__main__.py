@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ZeroMQ round trip); see client/bench.py and docs/PERFORMANCE.md.")
     b.add_argument("--config", help="config.toml of the running backends (default ./config.toml)")
     b.add_argument("--spawn", action="store_true", help="start a private cluster on free ports instead")
+    b.add_argument("--no-curve", action="store_true",
+                   help="with --spawn: the private cluster runs without CURVE (to measure what it costs; "
+                        "without --spawn, [security] curve in the config decides)")
     b.add_argument("--clients", type=_positive_int, default=5, help="concurrent client processes (default %(default)s)")
     b.add_argument("--p", type=_probability, nargs="+", default=list(bench.DEFAULT_P_VALUES),
                    help="the trade probabilities of the sweep (default: %(default)s)")
@@ -128,6 +131,7 @@ def run_session(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     spec = bench.BenchSpec(
         config=_config_path(args.config), spawn=args.spawn, out_dir=args.out or bench.default_out_dir(),
+        curve=not args.no_curve,
         clients=args.clients, p_values=tuple(args.p), iterations=args.iterations, max_seconds=args.max_seconds,
         baseline_rounds=args.baseline_rounds, cache_size=args.cache_size, seed=args.seed,
         stocks=session.parse_stocks(args.stocks) if args.stocks else None,

@@ -19,7 +19,14 @@ To switch the cache it starts two frontends of its own against the running
 backends (``bench-cache`` with ``--cache``, ``bench-nocache`` with
 ``--no-cache``), on free ports, and stops them at the end. The backends are
 those of ``--config`` (a cluster started with ``./run.sh start``), or, with
-``--spawn``, a private cluster on free ports that it starts and stops.
+``--spawn``, a private cluster on free ports that it starts and stops
+(with CURVE, or without it with ``--no-curve``).
+
+Every ZeroMQ socket runs CURVE when the backends do (``[security] curve``),
+the baseline too: the ZeroMQ echo is then a CURVE server with the ``tools``
+key and its own ZAP handler, and the clients dial it with the ``tools`` key,
+so the baseline pays what a frontend -> catalog trip pays. ``results.json``
+says which (``meta.curve``).
 
 Everything is bounded: every client loop by its iteration count and by
 ``--max-seconds`` of wall time (and the verification again), every phase by a
@@ -43,6 +50,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from common import config as configuration
+from common import security
+from common.sockets import CurveClient
 from harness.process import ROOT
 
 from . import noise, plots, report
@@ -65,6 +74,7 @@ class BenchSpec:
 
     :param config: config.toml of the running backends (ignored with ``spawn``).
     :param spawn: start a private cluster instead.
+    :param curve: with ``spawn``, whether that cluster runs CURVE.
     :param clients: concurrent clients (worker processes), at least 1.
     :param p_values: the sweep's trade probabilities, each 0 to 1.
     :param iterations: lookups per client and phase.
@@ -78,6 +88,7 @@ class BenchSpec:
     config: Path
     spawn: bool
     out_dir: Path
+    curve: bool = True
     clients: int = 5
     p_values: tuple[float, ...] = DEFAULT_P_VALUES
     iterations: int = 1000
@@ -99,6 +110,7 @@ class Targets:
     zmq_endpoint: str
     stocks: tuple[str, ...]
     backends: dict[str, int] = field(default_factory=dict)  # node name -> pid
+    zmq_curve: CurveClient | None = None  # the clients' keys for the echo (None: CURVE off)
 
 
 def default_out_dir() -> Path:
@@ -131,7 +143,7 @@ def jobs_for(step: dict[str, Any], index: int, spec: BenchSpec, targets: Targets
     base = {"iterations": spec.iterations, "max_seconds": spec.max_seconds, "stocks": list(targets.stocks),
             "warmup": WARMUP, "p": step["p"]}
     if step["target"] == "zmq":
-        base.update(kind="zmq", endpoint=targets.zmq_endpoint)
+        base.update(kind="zmq", endpoint=targets.zmq_endpoint, curve=targets.zmq_curve)
     else:
         if step["target"] == "bare-route":
             port = targets.bare_port
@@ -229,8 +241,9 @@ def run_bench(spec: BenchSpec, console: Console) -> int:
     pool: WorkerPool | None = None
     started, load_start = time.time(), noise.loadavg()
     try:
-        config = servers.spawn_cluster() if spec.spawn else spec.config
+        config = servers.spawn_cluster(curve=spec.curve) if spec.spawn else spec.config
         cfg = configuration.load(config)
+        console.print(f"CURVE is {'on' if cfg.security.curve else 'OFF'} ([security] curve in {config})")
         stocks = spec.stocks or load_stocks(str(cfg.catalog.stocks_csv))
         cache_size = spec.cache_size or len(stocks)
         console.print(f"starting the benchmark's own frontends against the backends of {config} "
@@ -239,10 +252,11 @@ def run_bench(spec: BenchSpec, console: Console) -> int:
         _, cache_port = servers.frontend(config, "bench-cache", True, cache_size)
         _, nocache_port = servers.frontend(config, "bench-nocache", False, None)
         _, bare_port = servers.bare_route(config)
-        _, zmq_endpoint = servers.zmq_echo()
+        _, zmq_endpoint = servers.zmq_echo(config)
+        zmq_curve = security.node_keys(cfg, security.TOOLS).client(security.TOOLS)
         backend = ({name: n.pid for name, n in servers.cluster.nodes.items() if n.alive}
                    if servers.cluster is not None else noise.backend_pids(config))
-        targets = Targets(cache_port, nocache_port, bare_port, zmq_endpoint, tuple(stocks), backend)
+        targets = Targets(cache_port, nocache_port, bare_port, zmq_endpoint, tuple(stocks), backend, zmq_curve)
         pool = WorkerPool(spec.clients)
         steps = plan(spec)
         phases = []
@@ -253,7 +267,7 @@ def run_bench(spec: BenchSpec, console: Console) -> int:
                 phases.append(run_phase(step, k, spec, targets, pool, servers, progress))
                 console.print(_phase_line(k, len(steps), phases[-1]))
                 progress.advance(overall)
-        doc = results_doc(spec, phases, cache_size, config, started, load_start)
+        doc = results_doc(spec, phases, cache_size, config, started, load_start, cfg.security.curve)
         show(console, doc)
         write_results(spec.out_dir, doc)
         console.print(f"results: {spec.out_dir}/results.json, results.csv, summary.md, "
@@ -274,7 +288,7 @@ def run_bench(spec: BenchSpec, console: Console) -> int:
 
 
 def results_doc(spec: BenchSpec, phases: list[dict[str, Any]], cache_size: int, config: Path, started: float,
-                load_start) -> dict[str, Any]:
+                load_start, curve: bool = True) -> dict[str, Any]:
     """Everything the run measured, for ``results.json``."""
     baseline = [ph for ph in phases if ph["group"] == "baseline"]
     sweep = [ph for ph in phases if ph["group"] == "sweep"]
@@ -292,6 +306,7 @@ def results_doc(spec: BenchSpec, phases: list[dict[str, Any]], cache_size: int, 
             "max_seconds": spec.max_seconds, "p_values": list(spec.p_values),
             "baseline_rounds": spec.baseline_rounds, "cache_size": cache_size, "seed": spec.seed,
             "backends": "private cluster (--spawn)" if spec.spawn else str(config),
+            "curve": curve,
             "frontend_server": "gunicorn, 1 gevent worker (frontend/__main__.py settings)",
             "python": platform.python_version(), "cpus": os.cpu_count(),
             "loadavg_start": _rounded(load_start), "loadavg_end": _rounded(noise.loadavg()),

@@ -24,10 +24,11 @@ from typing import Any
 
 import zmq
 
-from common import codec
+from common import codec, security
+from common import config as configuration
 from common.errors import RemoteProtocolError
 from common.protocol import Lookup, StockInfo
-from common.sockets import free_tcp_ports
+from common.sockets import CurveClient, apply_curve, free_tcp_ports
 from harness.cluster import Cluster
 from harness.process import Process, Timeout, wait_until
 
@@ -63,12 +64,12 @@ def http_ready(port: int, path: str) -> Callable[[], bool]:
     return lambda: http.get(path).ok
 
 
-def zmq_ready(endpoint: str) -> Callable[[], bool]:
+def zmq_ready(endpoint: str, curve: CurveClient | None = None) -> Callable[[], bool]:
     """One REQ round trip to the echo server (a fresh socket per try): a
     :class:`Lookup` answered by a :class:`StockInfo`."""
     def ready() -> bool:
         ctx = zmq.Context.instance()
-        sock = ctx.socket(zmq.REQ)
+        sock = apply_curve(ctx.socket(zmq.REQ), curve)
         sock.setsockopt(zmq.LINGER, 0)
         try:
             sock.connect(endpoint)
@@ -136,19 +137,23 @@ class Servers:
         self.say(f"started the bare Flask route (pid {child.pid}) on 127.0.0.1:{port}")
         return child, port
 
-    def zmq_echo(self) -> tuple[Process, str]:
+    def zmq_echo(self, config: Path) -> tuple[Process, str]:
+        """The bare ZeroMQ echo, with CURVE when ``config``'s backends run it."""
         (port,) = free_tcp_ports(1)
         endpoint = f"tcp://127.0.0.1:{port}"
-        argv = ["-m", "bench.zmq_echo", "--endpoint", endpoint]
-        child = self.start("zmq-echo", argv, zmq_ready(endpoint), "round trip")
-        self.say(f"started the bare ZeroMQ echo (pid {child.pid}) on {endpoint}")
+        argv = ["-m", "bench.zmq_echo", "--endpoint", endpoint, "--config", str(config)]
+        curve = security.node_keys(configuration.load(config), security.TOOLS).client(security.TOOLS)
+        child = self.start("zmq-echo", argv, zmq_ready(endpoint, curve), "round trip")
+        self.say(f"started the bare ZeroMQ echo (pid {child.pid}) on {endpoint}, CURVE {'on' if curve else 'off'}")
         return child, endpoint
 
-    def spawn_cluster(self) -> Path:
-        """Start a private cluster on free loopback ports; returns its config path."""
+    def spawn_cluster(self, curve: bool = True) -> Path:
+        """Start a private cluster on free loopback ports (with CURVE, or
+        without it); returns its config path."""
         self._tmp = tempfile.TemporaryDirectory(prefix="bazaar-bench-")
-        self.say(f"starting a private cluster (broker, catalog, 3 order replicas) in {self._tmp.name}")
-        self.cluster = Cluster(Path(self._tmp.name))
+        self.say(f"starting a private cluster (broker, catalog, 3 order replicas) in {self._tmp.name}, "
+                 f"CURVE {'on' if curve else 'off'}")
+        self.cluster = Cluster(Path(self._tmp.name), settings={"security": {"curve": curve}})
         self._write_pids()
         try:
             self.cluster.start(timeout=READY_TIMEOUT_S)

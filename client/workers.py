@@ -14,8 +14,9 @@ benchmark. :class:`WorkerPool` runs a *job* on every worker at once:
 A job is a plain dict: ``{"kind": "http", "host", "port", "p", "iterations",
 "max_seconds", "seed", "stocks", "warmup", "verify"}`` runs
 :func:`client.session.run` against an HTTP server (:func:`prepare_http`);
-``{"kind": "zmq", "endpoint", ...}`` runs bare ZeroMQ REQ -> ROUTER round
-trips (:func:`prepare_zmq`).
+``{"kind": "zmq", "endpoint", "curve", ...}`` runs bare ZeroMQ REQ -> ROUTER
+round trips (:func:`prepare_zmq`), with the CURVE keys ``curve`` (a
+:class:`common.sockets.CurveClient`, or None for a plain socket).
 """
 
 from __future__ import annotations
@@ -64,12 +65,13 @@ def prepare_zmq(job: dict[str, Any]) -> Runner:
     from common import codec
     from common.errors import RemoteProtocolError
     from common.protocol import Lookup, StockInfo
+    from common.sockets import apply_curve
 
     rng = random.Random(job["seed"])
     ctx = zmq.Context()
 
     def open_socket() -> zmq.Socket:
-        sock = ctx.socket(zmq.REQ)
+        sock = apply_curve(ctx.socket(zmq.REQ), job.get("curve"))
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(job["endpoint"])
         return sock

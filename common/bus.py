@@ -4,7 +4,9 @@ Publishers connect a PUB to the broker's XSUB endpoint; subscribers connect a
 SUB to its XPUB endpoint. Both reconnect by themselves when the broker
 restarts; what was published meanwhile is lost, which is why state (the
 leader, the catalog's sequence number) is repeated in heartbeats rather than
-said once (the ZeroMQ guide's Clone pattern).
+said once (the ZeroMQ guide's Clone pattern). Both are CURVE clients of the
+broker (``curve``: the process's keys and the broker's public key, from
+:meth:`common.security.NodeKeys.client`), None only with CURVE off.
 
 Each wrapper owns one socket and must stay in the thread that made it.
 """
@@ -20,7 +22,7 @@ from . import codec, sockets
 from .errors import LocalProtocolError, RemoteProtocolError
 from .logs import get_logger
 from .protocol import (
-    CatalogStatus, FrontendStatus, Heartbeat, Message, NodeEvent, NodeKind, ReplicaStatus, Topic,
+    BrokerStatus, CatalogStatus, FrontendStatus, Heartbeat, Message, NodeEvent, NodeKind, ReplicaStatus, Topic,
 )
 
 log = get_logger(__name__)
@@ -32,14 +34,16 @@ class Publisher:
     :param node: the node's name, put in heartbeats and events.
     :param kind: what the node is, put in heartbeats.
     :param interval_ms: the heartbeat interval, announced in each heartbeat.
+    :param curve: the socket's CURVE keys (None: a plain socket).
     """
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, node: str, kind: NodeKind, interval_ms: int) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, node: str, kind: NodeKind, interval_ms: int,
+                 curve: sockets.CurveClient | None = None) -> None:
         self.node = node
         self.kind = kind
         self.incarnation = uuid.uuid4().hex[:12]
         self.interval_ms = interval_ms
-        self.sock = sockets.make_socket(ctx, zmq.PUB)
+        self.sock = sockets.make_socket(ctx, zmq.PUB, curve=curve)
         self.sock.connect(endpoint)
         self._beat = 0
 
@@ -49,14 +53,13 @@ class Publisher:
         which subscribers notice by the gaps in sequence numbers."""
         self.sock.send_multipart(codec.encode_pub(topic, msg), zmq.NOBLOCK)
 
-    def heartbeat(self, status: ReplicaStatus | CatalogStatus | FrontendStatus | None = None) -> None:
+    def heartbeat(self, status: ReplicaStatus | CatalogStatus | FrontendStatus | BrokerStatus) -> None:
         """Publish the next heartbeat, with the node's current figures.
 
         :raises LocalProtocolError: if ``status`` is not the status of this
-            node's kind (the broker has none).
+            node's kind.
         """
-        expected = None if self.kind is NodeKind.BROKER else self.kind
-        if (None if status is None else status.KIND) is not expected:
+        if getattr(status, "KIND", None) is not self.kind:
             raise LocalProtocolError(f"a {self.kind} heartbeat cannot carry {type(status).__name__}")
         self._beat += 1
         self.publish(Topic.HEARTBEAT, Heartbeat(
@@ -65,17 +68,18 @@ class Publisher:
             replica=status if isinstance(status, ReplicaStatus) else None,
             catalog=status if isinstance(status, CatalogStatus) else None,
             frontend=status if isinstance(status, FrontendStatus) else None,
+            broker=status if isinstance(status, BrokerStatus) else None,
         ))
 
-    def event(self, event: NodeEvent) -> None:
+    def event(self, event: NodeEvent, warn: bool = False) -> None:
         """Publish one event for the monitor, and log it with its
-        :meth:`NodeEvent.details`.
+        :meth:`NodeEvent.details` (as a warning with ``warn``).
 
         :raises LocalProtocolError: if the event names another node.
         """
         if event.node != self.node:
             raise LocalProtocolError(f"{self.node} cannot publish an event of {event.node}")
-        log.info(f"event {event.MSG}", **event.details())
+        (log.warning if warn else log.info)(f"event {event.MSG}", **event.details())
         self.publish(Topic.EVENT, event)
 
     def close(self, linger_ms: int = 0) -> None:
@@ -91,10 +95,11 @@ class Subscriber:
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, topics: tuple[Topic, ...] = (),
-                 connect: bool = True) -> None:
+                 connect: bool = True, curve: sockets.CurveClient | None = None) -> None:
         """:param connect: False to connect later (:meth:`connect`), after
-        attaching the socket monitor, so that not even the first event is missed."""
-        self.sock = sockets.make_socket(ctx, zmq.SUB)
+        attaching the socket monitor, so that not even the first event is missed.
+        :param curve: the socket's CURVE keys (None: a plain socket)."""
+        self.sock = sockets.make_socket(ctx, zmq.SUB, curve=curve)
         self.endpoint = endpoint
         for topic in topics or (b"",):
             self.sock.setsockopt(zmq.SUBSCRIBE, getattr(topic, "value", topic))

@@ -5,6 +5,11 @@
 * ``wait``: wait until the frontend answers and knows an order leader, then
   print where the API listens (exit 1 after ``--timeout`` seconds).
 * ``status``: the frontend's view of the cluster (leader, last heartbeats).
+* ``keys``: make the CURVE key pairs that are missing under ``[security]
+  keys_dir`` (:func:`common.security.generate`); ``--force`` makes them all
+  anew; ``--if-none`` only when the directory holds no key at all (what
+  run.sh does before a start, so a fresh checkout just works while a host
+  that was given its keys never gets others made behind its back).
 
 Uses only the standard library besides the config loader, so it works before
 anything else is known to be healthy.
@@ -20,6 +25,7 @@ import urllib.error
 import urllib.request
 
 from . import config as configuration
+from . import security
 
 
 def node_commands(config: configuration.Config) -> list[tuple[str, list[str]]]:
@@ -46,14 +52,38 @@ def fetch_stats(config: configuration.Config, timeout_s: float = 1.0) -> dict | 
         return None
 
 
+def make_keys(config: configuration.Config, force: bool = False, if_none: bool = False) -> None:
+    """``keys``: make the missing key pairs and say what was made, and where."""
+    keys_dir = config.security.keys_dir
+    if if_none and (not config.security.curve or security.has_keys(keys_dir)):
+        return
+    made = security.generate(keys_dir, security.key_names(config), force=force)
+    if made:
+        print(f"made CURVE key pairs for {', '.join(made)} in {keys_dir}")
+        print(f"  public keys: {keys_dir / security.PUBLIC_DIR} (every host gets them all)")
+        print(f"  secret keys: {keys_dir / security.SECRET_DIR} (mode 600; each host only its own node's)")
+    else:
+        print(f"no key pair missing in {keys_dir} (./run.sh keys --force makes them all anew)")
+    elsewhere = [name for name in security.key_names(config)
+                 if not security.secret_path(keys_dir, name).exists()]
+    if elsewhere:
+        print(f"  public key only (their secret keys are on other hosts): {', '.join(elsewhere)}")
+    if not config.security.curve:
+        print("note: [security] curve = false in the config: the nodes do not use them")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m common.cluster")
-    parser.add_argument("command", choices=("nodes", "wait", "status", "url"))
+    parser.add_argument("command", choices=("nodes", "wait", "status", "url", "keys"))
     parser.add_argument("--config", default="config.toml")
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--force", action="store_true", help="keys: make every key pair anew")
+    parser.add_argument("--if-none", action="store_true", help="keys: only if the directory holds no key")
     args = parser.parse_args()
     config = configuration.load(args.config)
-    if args.command == "nodes":
+    if args.command == "keys":
+        make_keys(config, args.force, args.if_none)
+    elif args.command == "nodes":
         for name, argv in node_commands(config):
             print(name + "\t" + " ".join(argv))
     elif args.command == "url":

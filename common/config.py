@@ -30,6 +30,7 @@ KNOWN_KEYS = {
     "catalog": {"endpoint", "bind", "stocks_csv"},
     "order": {"id", "endpoint", "bind"},
     "frontend": {"host", "port", "cache", "cache_size", "max_body_bytes", "connections"},
+    "security": {"curve", "keys_dir"},
 }
 
 
@@ -102,6 +103,17 @@ class FrontendConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """CurveZMQ on every socket between nodes (``curve``, on by default; off
+    only for debugging, and every node says so loudly when it starts), with
+    the key pairs under ``keys_dir`` (``./run.sh keys`` makes them; see
+    :mod:`common.security` for the layout)."""
+
+    curve: bool
+    keys_dir: Path
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     data_dir: Path
@@ -112,6 +124,7 @@ class Config:
     catalog: CatalogConfig
     orders: tuple[ReplicaConfig, ...]
     frontend: FrontendConfig
+    security: SecurityConfig
 
     def replica(self, replica_id: int) -> ReplicaConfig:
         """The replica with this id.
@@ -302,6 +315,12 @@ def _build(raw: dict, path: Path) -> Config:
     )
     if frontend.port > 65535:
         raise ConfigError(f"[frontend] port must be at most 65535, got {frontend.port}")
+
+    sec = _table(raw, "security")
+    security = SecurityConfig(
+        curve=_get(sec, "security", "curve", bool, True),
+        keys_dir=(base / _get(sec, "security", "keys_dir", str, "keys")).resolve(),
+    )
     _check_keys(raw)
 
     return Config(
@@ -314,4 +333,5 @@ def _build(raw: dict, path: Path) -> Config:
         catalog=catalog,
         orders=tuple(sorted(orders, key=lambda r: r.id)),
         frontend=frontend,
+        security=security,
     )

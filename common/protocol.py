@@ -18,12 +18,17 @@ Message families:
   :class:`VoteReply`, :class:`AppendEntries`, :class:`AppendReply`;
 * the bus (PUB -> broker -> SUB), one topic per family: :class:`Heartbeat`
   (carrying the sender's :class:`NodeKind` and its status:
-  :class:`ReplicaStatus`, :class:`CatalogStatus` or :class:`FrontendStatus`),
+  :class:`ReplicaStatus`, :class:`CatalogStatus`, :class:`FrontendStatus` or
+  :class:`BrokerStatus`, the first two and the last with an :class:`AuthStatus`),
   :class:`LeaderAnnouncement`, :class:`StockChanged`, and one class per
   event kind (each a :class:`NodeEvent`): :class:`StartedEvent`,
   :class:`StoppingEvent`, :class:`SocketEvent`, :class:`LeaderElectedEvent`,
   :class:`SteppedDownEvent`, :class:`LeaderChangedEvent`,
-  :class:`CaughtUpEvent`, :class:`CampaignEvent`, :class:`CacheFlushedEvent`.
+  :class:`CaughtUpEvent`, :class:`CampaignEvent`, :class:`CacheFlushedEvent`,
+  :class:`AuthRefusedEvent`.
+
+Every socket between nodes runs CurveZMQ (docs/PROTOCOL.md, "Security"),
+beneath these messages: the codec never sees a key.
 """
 
 from __future__ import annotations
@@ -387,12 +392,30 @@ class PeerHello(Message):
     blank: bool
 
 @dataclass(frozen=True, slots=True)
+class AuthStatus(Message):
+    """What a node's CurveZMQ gate saw since the process started, inside the
+    status of every node that accepts connections (broker, catalog, replicas).
+    ``curve`` is False when the node runs without CURVE (for debugging only);
+    ``refused`` counts the connections its ZAP handler refused (a CURVE key
+    that is not the cluster's); ``failed_handshakes`` those that failed
+    before the ZAP handler was asked (no key, another mechanism, a client
+    that does not hold this node's public key, or a peer that died in the
+    middle of its handshake)."""
+
+    MSG: ClassVar[str] = "auth_status"
+    curve: bool
+    refused: int
+    failed_handshakes: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReplicaStatus(Message):
     """An order replica's figures, in its heartbeat: Raft's (``id``, ``role``,
     ``term``, ``leader``, ``commit``, ``last_index``, ``recovering``,
     ``down``), the trading desk's (``ready``, ``queued``, ``awaiting``,
-    ``batch``, ``next_txn``), its log's ``last_txn``, and counters since the
-    process started (``trades``, ``reads``, ``bad_requests``, ``dropped_sends``)."""
+    ``batch``, ``next_txn``), its log's ``last_txn``, counters since the
+    process started (``trades``, ``reads``, ``bad_requests``, ``dropped_sends``)
+    and its ``auth`` gate's."""
 
     MSG: ClassVar[str] = "replica_status"
     KIND: ClassVar[NodeKind] = NodeKind.REPLICA
@@ -417,12 +440,13 @@ class ReplicaStatus(Message):
     blank: bool = False
     storage: str = "ok"
     storage_detail: str | None = None
+    auth: AuthStatus | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CatalogStatus(Message):
     """The catalog's figures, in its heartbeat: its last change number, its
-    fence, and counters since the process started."""
+    fence, and counters since the process started (its ``auth`` gate's too)."""
 
     MSG: ClassVar[str] = "catalog_status"
     KIND: ClassVar[NodeKind] = NodeKind.CATALOG
@@ -434,6 +458,17 @@ class CatalogStatus(Message):
     bad_requests: int
     storage: str = "ok"
     storage_detail: str | None = None
+    auth: AuthStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStatus(Message):
+    """The broker's figures, in its heartbeat: its ``auth`` gate's, for both
+    sides of the proxy."""
+
+    MSG: ClassVar[str] = "broker_status"
+    KIND: ClassVar[NodeKind] = NodeKind.BROKER
+    auth: AuthStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,7 +518,8 @@ class BackendStatus(Message):
 class FrontendStatus(Message):
     """A frontend's figures, in its heartbeat and (as JSON) in ``GET /stats``.
     ``cache`` is None when the frontend runs without a cache; ``heard`` maps
-    every node it hears on the bus to the seconds since its last heartbeat."""
+    every node it hears on the bus to the seconds since its last heartbeat;
+    ``curve`` is False when it talks to the backends without CURVE (debugging only)."""
 
     MSG: ClassVar[str] = "frontend_status"
     KIND: ClassVar[NodeKind] = NodeKind.FRONTEND
@@ -492,14 +528,14 @@ class FrontendStatus(Message):
     backend: BackendStatus
     heard: dict[str, float]
     cache: CacheStatus | None = None
+    curve: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat(Message):
     """Published by every node every heartbeat interval. ``incarnation`` changes
     on each start; ``kind`` says what the node is, and the status of that kind
-    (``replica``, ``catalog`` or ``frontend``; the broker has none) holds its
-    figures."""
+    (``replica``, ``catalog``, ``frontend`` or ``broker``) holds its figures."""
 
     MSG: ClassVar[str] = "heartbeat"
     node: str
@@ -510,6 +546,7 @@ class Heartbeat(Message):
     replica: ReplicaStatus | None = None
     catalog: CatalogStatus | None = None
     frontend: FrontendStatus | None = None
+    broker: BrokerStatus | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -646,9 +683,24 @@ class CacheFlushedEvent(NodeEvent):
     flushes: int
 
 
+@dataclass(frozen=True, slots=True)
+class AuthRefusedEvent(NodeEvent):
+    """The node's ZAP handler refused a connection to its socket ``socket``
+    from ``address`` that presented the CURVE public key ``key`` (Z85 text),
+    for ``reason``. ``repeated`` counts the same refusals (same address and
+    key) since the last such event, which are not each reported."""
+
+    MSG: ClassVar[str] = "auth_refused"
+    socket: str
+    address: str
+    key: str
+    reason: str
+    repeated: int = 0
+
+
 EVENTS: tuple[type[NodeEvent], ...] = (
     StartedEvent, StoppingEvent, SocketEvent, LeaderElectedEvent, SteppedDownEvent, LeaderChangedEvent,
-    CaughtUpEvent, CampaignEvent, CacheFlushedEvent,
+    CaughtUpEvent, CampaignEvent, CacheFlushedEvent, AuthRefusedEvent,
 )
 
 
@@ -658,7 +710,8 @@ MESSAGES: dict[str, type[Message]] = {
         Error, Lookup, StockInfo, TradeItem, ApplyTrades, TradeOutcome, TradesApplied,
         Fence, JournalEntry, Fenced, PlaceTrade, TradeDone, GetOrder, OrderInfo,
         TradeRecord, LogEntry, VoteRequest, VoteReply, AppendEntries, AppendReply, PeerHello,
-        ReplicaStatus, CatalogStatus, CacheStatus, LeaderBelief, BackendStatus, FrontendStatus,
+        AuthStatus, ReplicaStatus, CatalogStatus, BrokerStatus, CacheStatus, LeaderBelief, BackendStatus,
+        FrontendStatus,
         Heartbeat, LeaderAnnouncement, StockChanged, StockChanges, *EVENTS,
     )
 }

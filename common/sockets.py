@@ -6,6 +6,12 @@ linger makes ``Context.term`` hang; an unbounded queue lets a flood or a slow
 consumer eat memory). The limits, per socket type, are documented in
 ``docs/PROTOCOL.md`` ("Resource bounds").
 
+It is also the one place where key material meets a socket: ``curve=`` takes
+a :class:`CurveServer` (a bound socket that accepts only what its node's ZAP
+handler allows, :mod:`common.security`) or a :class:`CurveClient` (a
+connecting socket that proves its own key and accepts only the server whose
+public key it holds), or None for a plain socket (CURVE off, or inproc).
+
 :func:`watch` attaches ZeroMQ's socket monitor to a socket; :func:`read_event`
 turns what the monitor says into ``(event, endpoint)`` with a readable event
 name, the form nodes publish on the bus.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from dataclasses import dataclass
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -61,15 +68,68 @@ _HWM = {
 }
 
 
-def make_socket(ctx: zmq.Context, kind: int, *, immediate: bool = False, identity: str | None = None) -> zmq.Socket:
+@dataclass(frozen=True)
+class CurveServer:
+    """The CURVE side of a socket that binds: the node's key pair (Z85), and
+    the ZAP domain its handler knows the socket by (the socket's label, so a
+    refusal names the socket). Connections are authenticated by the ZAP
+    handler, and refused when there is none (``ZMQ_ZAP_ENFORCE_DOMAIN``)."""
+
+    public: bytes
+    secret: bytes
+    domain: str
+
+    def __repr__(self) -> str:  # never a secret key in a log or a traceback
+        return f"CurveServer(public={self.public.decode()!r}, domain={self.domain!r})"
+
+
+@dataclass(frozen=True)
+class CurveClient:
+    """The CURVE side of a socket that connects: this process's key pair and
+    the public key of the one server it may talk to (Z85). A server without
+    that key cannot finish the handshake: no message ever reaches it."""
+
+    public: bytes
+    secret: bytes
+    server: bytes
+
+    def __repr__(self) -> str:
+        return f"CurveClient(public={self.public.decode()!r}, server={self.server.decode()!r})"
+
+
+def apply_curve(sock: zmq.Socket, curve: CurveServer | CurveClient | None) -> zmq.Socket:
+    """Give a socket its CURVE keys (before it binds or connects); None leaves
+    it plain. :func:`make_socket` calls it; tools that make their own sockets
+    may too."""
+    if isinstance(curve, CurveServer):
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, curve.public)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, curve.secret)
+        sock.setsockopt(zmq.ZAP_DOMAIN, curve.domain.encode())
+        # Without this, a CURVE server whose context has no ZAP handler would
+        # let in any client that knows its public key.
+        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+    elif isinstance(curve, CurveClient):
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, curve.public)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, curve.secret)
+        sock.setsockopt(zmq.CURVE_SERVERKEY, curve.server)
+    elif curve is not None:
+        raise TypeError(f"curve must be a CurveServer, a CurveClient or None, not {type(curve).__name__}")
+    return sock
+
+
+def make_socket(ctx: zmq.Context, kind: int, *, immediate: bool = False, identity: str | None = None,
+                curve: CurveServer | CurveClient | None = None) -> zmq.Socket:
     """A socket with linger 0, bounded queues and a maximum message size.
 
     :param immediate: queue outgoing messages only on completed connections
         (``ZMQ_IMMEDIATE``), so a send to a dead peer fails at once instead of
         waiting in a queue for it to come back.
     :param identity: routing id shown to ROUTER peers (for logs).
+    :param curve: the socket's CURVE keys (:func:`apply_curve`); None for a plain socket.
     """
     sock = ctx.socket(kind)
+    apply_curve(sock, curve)
     sock.setsockopt(zmq.LINGER, 0)
     sndhwm, rcvhwm = _HWM.get(kind, (1000, 1000))
     if sndhwm:

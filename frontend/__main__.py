@@ -19,7 +19,7 @@ from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 
 from common import config as configuration
-from common import logs
+from common import logs, security
 from common.node import run_main
 
 from .backend import FAILPOINTS
@@ -102,6 +102,7 @@ def main() -> None:
         extra.append(f"frontend.cache_size={args.cache_size}")
     config = configuration.from_args(args, extra)
     logs.configure(args.name, config.log_level)
+    security.node_keys(config, security.FRONTEND)  # missing keys stop it here, not in a restarting worker
     FrontendServer(config, args.name, args.cache, args.failpoint).run()
 
 

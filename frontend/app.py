@@ -21,6 +21,7 @@ import zmq
 from flask import Flask, Response, request
 from prometheus_client import CollectorRegistry
 
+from common import security
 from common.config import Config
 from common.protocol import FrontendStatus
 
@@ -41,6 +42,7 @@ class FrontendState:
 
     name: str
     ctx: zmq.Context
+    curve: bool
     lock: threading.Lock
     cache: LookupCache | None
     tracker: LeaderTracker
@@ -75,6 +77,7 @@ class FrontendState:
             leader=self.tracker.snapshot(),
             backend=self.backend.status(),
             heard=self.watcher.snapshot(time.monotonic()),
+            curve=self.curve,
         )
 
     def close(self) -> None:
@@ -93,14 +96,18 @@ def create_app(config: Config, name: str = "frontend", cache: bool | None = None
     """
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.frontend.max_body_bytes
+    # One key pair for every frontend (they differ by name, not by key).
+    keys = security.node_keys(config, security.FRONTEND)
     ctx = zmq.Context()
     lock = threading.Lock()
     enabled = config.frontend.cache if cache is None else cache
     lookup_cache = LookupCache(config.frontend.cache_size, config.heartbeat.window_s) if enabled else None
     tracker = LeaderTracker([r.id for r in config.orders])
-    state = FrontendState(name, ctx, lock, lookup_cache, tracker, None, None)  # type: ignore[arg-type]
-    state.watcher = BusWatcher(config, ctx, name, lookup_cache, tracker, lock, state.status)
-    state.backend = Backend(config, ctx, lookup_cache, tracker, lock, failpoint, watch=state.watcher.adopt)
+    state = FrontendState(name, ctx, keys.curve, lock, lookup_cache, tracker, None, None)  # type: ignore[arg-type]
+    state.watcher = BusWatcher(config, ctx, name, lookup_cache, tracker, lock, state.status,
+                               curve=keys.client("broker"))
+    state.backend = Backend(config, ctx, lookup_cache, tracker, lock, failpoint, watch=state.watcher.adopt,
+                            keys=keys)
     state.metrics = registry(state.requests, state.status)
     app.extensions["bazaar"] = state
     app.register_blueprint(api)

@@ -29,6 +29,7 @@ from common.logs import get_logger
 from common.protocol import (
     BackendStatus, ErrorCode, GetOrder, Lookup, Message, OrderInfo, PlaceTrade, StockInfo, TradeDone,
 )
+from common.security import NodeKeys
 
 from .cache import Cached, LookupCache
 from .channel import POLL_SLICE_S, Channel
@@ -74,15 +75,18 @@ class Backend:
     def __init__(self, config: Config, ctx: zmq.Context, cache: LookupCache | None, tracker: LeaderTracker,
                  lock: threading.Lock, failpoint: str | None = None,
                  watch: Callable[[zmq.Socket, str], None] | None = None,
-                 channel: Callable[[str, str], Channel] | None = None) -> None:
+                 channel: Callable[[str, str], Channel] | None = None, keys: NodeKeys | None = None) -> None:
         """:param watch: ``watch(socket, label)`` attaches the socket monitor to
         each backend's socket (the bus watcher reports the events).
         :param channel: ``channel(endpoint, label)`` opens the way to one
-        backend (default: a :class:`Channel`; tests pass fakes)."""
+        backend (default: a :class:`Channel`; tests pass fakes).
+        :param keys: the frontend's CURVE keys (None: plain sockets); a
+        channel's label names the node whose public key it expects."""
         self.timeouts = config.timeouts
 
         def open_channel(endpoint: str, label: str) -> Channel:
-            return Channel(ctx, endpoint, None if watch is None else (lambda sock: watch(sock, label)))
+            return Channel(ctx, endpoint, None if watch is None else (lambda sock: watch(sock, label)),
+                           curve=None if keys is None else keys.client(label))
 
         opener = channel or open_channel
         self.catalog = opener(config.catalog.endpoint.connect, "catalog")

@@ -22,7 +22,9 @@ reply). No greenlet is switched to until its own reply is there.
 
 With ``ZMQ_IMMEDIATE`` a send with no connection fails at once; the caller
 retries for up to ``connect_s`` before it gives up (:class:`PeerUnavailable`:
-nothing was sent).
+nothing was sent). A connection counts only once its CURVE handshake has
+succeeded, so a backend that does not hold the key the channel expects
+(or does not accept the frontend's) is never sent anything.
 """
 
 from __future__ import annotations
@@ -50,12 +52,14 @@ class Channel:
     :param ctx: the ZeroMQ context.
     :param endpoint: the backend's ROUTER.
     :param on_open: called with the socket before it connects (to attach the socket monitor).
+    :param curve: the socket's CURVE keys (the backend's public key among them); None only with CURVE off.
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str,
-                 on_open: Callable[[zmq.Socket], None] | None = None) -> None:
+                 on_open: Callable[[zmq.Socket], None] | None = None,
+                 curve: sockets.CurveClient | None = None) -> None:
         self.endpoint = endpoint
-        self.sock = sockets.make_socket(ctx, zmq.DEALER, immediate=True)
+        self.sock = sockets.make_socket(ctx, zmq.DEALER, immediate=True, curve=curve)
         if on_open is not None:
             on_open(self.sock)
         self.sock.connect(endpoint)

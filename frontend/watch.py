@@ -45,8 +45,11 @@ class BusWatcher:
     """
 
     def __init__(self, config: Config, ctx: zmq.Context, name: str, cache: LookupCache | None,
-                 tracker: LeaderTracker, lock: threading.Lock, status: Callable[[], FrontendStatus]) -> None:
+                 tracker: LeaderTracker, lock: threading.Lock, status: Callable[[], FrontendStatus],
+                 curve: sockets.CurveClient | None = None) -> None:
+        """:param curve: the CURVE keys of the bus sockets (the broker's public key among them)."""
         self.config = config
+        self.curve = curve
         self.ctx = ctx
         self.name = name
         self.cache = cache
@@ -86,8 +89,9 @@ class BusWatcher:
         hb = self.config.heartbeat
         # Without a cache the stock changes concern nobody here: do not even receive them.
         topics = (Topic.HEARTBEAT, Topic.LEADER) + ((Topic.STOCK,) if self.cache is not None else ())
-        sub = Subscriber(self.ctx, self.config.broker.xpub.connect, topics, connect=False)
-        pub = Publisher(self.ctx, self.config.broker.xsub.connect, self.name, NodeKind.FRONTEND, hb.interval_ms)
+        sub = Subscriber(self.ctx, self.config.broker.xpub.connect, topics, connect=False, curve=self.curve)
+        pub = Publisher(self.ctx, self.config.broker.xsub.connect, self.name, NodeKind.FRONTEND, hb.interval_ms,
+                        curve=self.curve)
         monitors = {sockets.watch(sub.sock): "sub", sockets.watch(pub.sock): "bus"}
         watched = greenwait.SocketSet()
         for sock in (sub.sock, *monitors):
@@ -162,7 +166,9 @@ class BusWatcher:
             if label in ("sub", "bus"):
                 pub.event(SocketEvent(self.name, socket=label, event=event, endpoint=endpoint))
             else:  # one of many pooled REQ sockets: report the backend's state changes only
-                state = {"connected": "up", "handshake_succeeded": "up", "disconnected": "down"}.get(event)
+                state = {"connected": "up", "handshake_succeeded": "up", "disconnected": "down",
+                         "handshake_failed": "refused", "handshake_failed_protocol": "refused",
+                         "handshake_failed_auth": "refused"}.get(event)
                 if state is not None and self._links.get((label, endpoint)) != state:
                     self._links[(label, endpoint)] = state
                     pub.event(SocketEvent(self.name, socket=f"req:{label}", event=event, endpoint=endpoint))

@@ -1,5 +1,7 @@
 """A test's ear on the cluster's bus: every message, recorded with its time.
 
+It listens with the cluster's ``tools`` key: the broker lets no one else in.
+
 :class:`BusTap` runs a SUB socket on a background thread (the only thread that
 touches it) and keeps what it heard, so tests can wait for a leader
 announcement, a node event or a heartbeat instead of sleeping.
@@ -34,6 +36,7 @@ class BusTap:
 
     def __init__(self, cluster: Cluster) -> None:
         self.endpoint = cluster.endpoint("xpub")
+        self.curve = cluster.curve("xpub")
         self.heard: list[Heard] = []
         self.lock = threading.Lock()
         self._stop = threading.Event()
@@ -44,7 +47,7 @@ class BusTap:
 
     def _run(self) -> None:
         ctx = zmq.Context()
-        sub = Subscriber(ctx, self.endpoint)
+        sub = Subscriber(ctx, self.endpoint, curve=self.curve)
         self._ready.set()
         try:
             while not self._stop.is_set():

@@ -11,6 +11,12 @@ a failing test (or benchmark) never leaves processes behind.
 
 Waiting is always on a condition (an HTTP answer, a heartbeat, a log line)
 with a bound, never a fixed sleep: see :func:`harness.process.wait_until`.
+
+Every cluster runs CurveZMQ, as a real one does: the key pairs of every node
+and tool are made in ``<workdir>/keys`` (a few milliseconds), and a test that
+opens its own sockets to a node gets the ``tools`` key for them from
+:meth:`Cluster.curve` or :meth:`Cluster.secure`. ``settings={"security":
+{"curve": False}}`` runs one without.
 """
 
 from __future__ import annotations
@@ -25,6 +31,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import zmq
+
+from common import config as configuration
+from common import security
+from common.sockets import CurveClient, apply_curve
 
 from .process import ROOT, Process, Timeout, wait_until
 
@@ -156,8 +168,12 @@ class Cluster:
             from .links import LinkHub
 
             self.hub = LinkHub(avoid=set(ports))
+        self.keys_dir = self.workdir / "keys"
         self.config_path = self.workdir / "config.toml"
         self.config_path.write_text(self.config_text())
+        self.config = configuration.load(self.config_path)
+        security.generate(self.keys_dir, security.key_names(self.config))
+        self._keys: dict[str, security.NodeKeys] = {}
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("BAZAAR_LOG_FORMAT", None)
         logs = self.workdir / "logs"
@@ -211,6 +227,7 @@ class Cluster:
             "catalog": {"endpoint": self._seen(view, "catalog"), "bind": real("catalog"),
                         "stocks_csv": str(ROOT / "catalog" / "stocks.csv")},
             "frontend": {"host": self.http_hosts[0], "port": self.http_ports[0], "cache": True, "cache_size": 10},
+            "security": {"curve": True, "keys_dir": str(self.keys_dir)},
         }
         for section, values in self.settings.items():
             s.setdefault(section, {}).update(values)
@@ -292,6 +309,29 @@ class Cluster:
     def endpoint(self, name: str) -> str:
         """Where others reach ``name`` (``xsub``/``xpub`` for the broker's two sides)."""
         return f"tcp://{self.hosts[name]}:{self.ports[name]}"
+
+    # --- keys -----------------------------------------------------------------------
+
+    @property
+    def curve_on(self) -> bool:
+        return self.config.security.curve
+
+    def keys(self, name: str = security.TOOLS) -> security.NodeKeys:
+        """The key material of ``name`` (a node or tool), as that process loads it."""
+        if name not in self._keys:
+            self._keys[name] = security.node_keys(self.config, name)
+        return self._keys[name]
+
+    def curve(self, target: str, name: str = security.TOOLS) -> CurveClient | None:
+        """Keys for a socket of ``name`` (the ``tools`` key by default) that
+        connects to ``target`` (a node, or ``xsub``/``xpub`` for the broker);
+        None when the cluster runs without CURVE."""
+        return self.keys(name).client("broker" if target in ("xsub", "xpub") else target)
+
+    def secure(self, sock: zmq.Socket, target: str, name: str = security.TOOLS) -> zmq.Socket:
+        """Give a socket of the test's own the keys to talk to ``target``
+        (call before it connects)."""
+        return apply_curve(sock, self.curve(target, name))
 
     # --- state, read straight from the databases -----------------------------
 

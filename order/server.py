@@ -21,10 +21,16 @@ for a moment after the peer restarts its messages to the peer would be
 dropped. The router's socket monitor closes that window: when any connection
 comes in (a restarted peer dials every replica at once), the DEALERs whose
 links are down redial at once.
+
+Every socket runs CURVE: the router is a server whose connections the
+replica's ZAP handler (:class:`common.security.Gate`, one more socket of the
+same loop) judges; each DEALER and the bus PUB hold the public key of the
+one node they dial.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -32,7 +38,7 @@ import time
 
 import zmq
 
-from common import codec, rpc, sockets
+from common import codec, rpc, security, sockets
 from common.bus import Publisher
 from common.config import Config
 from common.errors import RemoteProtocolError, error_code
@@ -79,12 +85,16 @@ class OrderServer:
         me = config.replica(replica_id)
         self.me = me
         self.failpoint = failpoint
+        keys = security.node_keys(config, me.name)  # missing keys stop the node before it touches its log
         self.store = SqliteLog(config.data_dir / f"{me.name}.sqlite3")
         peers = [r for r in config.orders if r.id != me.id]
         self.replica = Replica(me.id, [p.id for p in peers], self.store, timing_from(config),
                                config.timeouts.catalog_ms / 1000, now)
         self.loop = Loop(stop)
-        self.router = sockets.make_socket(ctx, zmq.ROUTER)
+        # The gate first: no server socket binds before its ZAP handler is there.
+        self.gate = security.Gate(ctx, keys, lambda event: self.bus.event(event, warn=True))
+        self.gate.attach(self.loop)
+        self.router = sockets.make_socket(ctx, zmq.ROUTER, curve=self.gate.server("router"))
         self.router.bind(me.endpoint.bind)
         self.loop.add(self.router, self.on_router)
         self.peers: dict[int, zmq.Socket] = {}
@@ -92,18 +102,20 @@ class OrderServer:
         self.unreached: set[int] = set()  # peers whose last connection attempt failed or dropped
         self.loop.watch(self.router, "router", self.on_router_event)
         for peer in peers:
-            sock = sockets.make_socket(ctx, zmq.DEALER, immediate=True, identity=me.name)
+            sock = sockets.make_socket(ctx, zmq.DEALER, immediate=True, identity=me.name,
+                                       curve=self.gate.client(peer.name))
             sock.connect(peer.endpoint.connect)
             self.peers[peer.id] = sock
             self.peer_by_endpoint[peer.endpoint.connect] = peer.id
             self.loop.add(sock, lambda sock=sock: self.drain_peer(sock))
             self.loop.watch(sock, f"peer-{peer.id}", self.on_socket_event)
-        self.catalog = sockets.make_socket(ctx, zmq.DEALER, immediate=True, identity=me.name)
+        self.catalog = sockets.make_socket(ctx, zmq.DEALER, immediate=True, identity=me.name,
+                                           curve=self.gate.client("catalog"))
         self.catalog.connect(config.catalog.endpoint.connect)
         self.loop.add(self.catalog, self.on_catalog)
         self.loop.watch(self.catalog, "catalog", self.on_socket_event)
         self.bus = Publisher(ctx, config.broker.xsub.connect, me.name, NodeKind.REPLICA,
-                             config.heartbeat.interval_ms)
+                             config.heartbeat.interval_ms, curve=self.gate.client("broker"))
         self.loop.watch(self.bus.sock, "bus", self.on_socket_event)
         self.beat = Ticker(config.heartbeat.interval_s, now)
         self.counters = Counters()
@@ -125,7 +137,7 @@ class OrderServer:
 
     def heartbeat(self) -> None:
         raft = self.replica.raft
-        self.bus.heartbeat(self.replica.status(self.counters))
+        self.bus.heartbeat(dataclasses.replace(self.replica.status(self.counters), auth=self.gate.status()))
         if raft.is_leader():
             self.bus.publish(Topic.LEADER, LeaderAnnouncement(
                 leader=self.me.id, epoch=raft.term, endpoint=self.me.endpoint.connect,
@@ -203,7 +215,12 @@ class OrderServer:
         """Someone dialled in: a peer that was down may be back. Redial the
         peers we could not reach now rather than at the next reconnect
         interval (their ROUTERs hand the routing id over to the new
-        connection). Not published: the dialling side reports its own links."""
+        connection). Not published: the dialling side reports its own links;
+        but a failed handshake (a client without the cluster's keys) is, and
+        the gate counts it."""
+        if event in security.FAILED_HANDSHAKES:
+            self.gate.on_socket_event(label, event, endpoint)
+            self.bus.event(SocketEvent(self.me.name, socket=label, event=event, endpoint=endpoint))
         if event != "accepted":
             return
         for peer_endpoint, peer in self.peer_by_endpoint.items():

@@ -17,7 +17,7 @@ import time
 import zmq
 
 from common import config as configuration
-from common import logs
+from common import logs, security
 from common.logs import get_logger
 from common.node import run_main, stop_on_signals
 
@@ -74,34 +74,36 @@ def main() -> None:
     logs.configure("monitor", args.log_level or default_level)
     stop = stop_on_signals()
     state = MonitorState.from_config(config)
+    curve = security.node_keys(config, security.MONITOR).client("broker")
     ctx = zmq.Context()
     try:
         if args.prometheus:
-            _export(args, config, state, ctx, stop)
+            _export(args, config, state, ctx, stop, curve)
         elif args.json:
-            listener = Listener(ctx, config.broker.xpub.connect, state, JsonLines(sys.stdout, args.topic), stop)
+            listener = Listener(ctx, config.broker.xpub.connect, state, JsonLines(sys.stdout, args.topic), stop,
+                                curve=curve)
             try:
                 listener.run(args.duration)
             finally:
                 listener.close()
             _quiet_closed_stdout()
         else:
-            _view(args, config, state, ctx, stop)
+            _view(args, config, state, ctx, stop, curve)
     finally:
         ctx.term()
 
 
-def _view(args, config, state, ctx, stop) -> None:
+def _view(args, config, state, ctx, stop, curve) -> None:
     from rich.console import Console
 
     from .view import LiveView, Quiet
 
-    title = f"Bazaar monitor · {config.path.name}"
+    title = f"Bazaar monitor · {config.path.name}" + (" · monitor without CURVE" if curve is None else "")
     if args.once is not None:
         sink = Quiet(Console(width=args.width or 120, height=60), title)
     else:
         sink = LiveView(Console(width=args.width), title)
-    listener = Listener(ctx, config.broker.xpub.connect, state, sink, stop)
+    listener = Listener(ctx, config.broker.xpub.connect, state, sink, stop, curve=curve)
     try:
         with sink:
             listener.run(args.once if args.once is not None else args.duration)
@@ -111,7 +113,7 @@ def _view(args, config, state, ctx, stop) -> None:
         listener.close()
 
 
-def _export(args, config, state, ctx, stop) -> None:
+def _export(args, config, state, ctx, stop, curve) -> None:
     sink = SnapshotSink()
     try:
         exporter = Exporter(args.prometheus, sink, time.monotonic)
@@ -120,7 +122,7 @@ def _export(args, config, state, ctx, stop) -> None:
         sys.exit(f"cannot serve metrics on {args.prometheus}: {exc}")
     log.info("serving metrics", url=f"http://{Address(args.prometheus.host, exporter.port)}/metrics",
              bus=config.broker.xpub.connect)
-    listener = Listener(ctx, config.broker.xpub.connect, state, sink, stop)
+    listener = Listener(ctx, config.broker.xpub.connect, state, sink, stop, curve=curve)
     try:
         listener.run(args.duration)
     finally:

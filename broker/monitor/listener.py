@@ -66,11 +66,13 @@ class Listener:
 
     :param clock: monotonic seconds (the state's time).
     :param wall: Unix seconds (stamped on output).
+    :param curve: the SUB socket's CURVE keys (the monitor's own and the
+        broker's public key); None only with CURVE off.
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, state: MonitorState, sink: Sink,
                  stop: threading.Event, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, curve: sockets.CurveClient | None = None) -> None:
         self.state = state
         self.sink = sink
         self.stop = stop
@@ -78,7 +80,7 @@ class Listener:
         self.wall = wall
         # The monitor is attached before connecting, so that the first
         # "connected" (or "connect_retried") is seen too.
-        self.sub = sockets.make_socket(ctx, zmq.SUB)
+        self.sub = sockets.make_socket(ctx, zmq.SUB, curve=curve)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.monitor = sockets.watch(self.sub)
         self.sub.connect(endpoint)

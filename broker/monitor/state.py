@@ -33,6 +33,13 @@ heartbeats or election events), ``leader_lost`` (the leader's node died),
 heartbeat, whichever comes first, once per incarnation), ``cache_flushed``
 (a frontend's event or a rise of its heartbeat's flush counter, once per
 flush) and ``stock_gap`` (a jump in the catalog's change sequence).
+
+Security: every node that accepts connections says in its heartbeat
+(:class:`common.protocol.AuthStatus`) whether it runs CURVE and how many
+connections it refused; a frontend says whether it runs CURVE. The snapshot
+lists the nodes that run without (:attr:`Snapshot.curve_off`) and adds up the
+refusals; each ``auth_refused`` event (who was refused, from where, with
+which key) goes to the feed.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ from typing import Any
 
 from common.heartbeat import Liveness
 from common.protocol import (
-    CacheFlushedEvent, CampaignEvent, CatalogStatus, CaughtUpEvent, FrontendStatus, Heartbeat,
+    AuthStatus, BrokerStatus, CacheFlushedEvent, CampaignEvent, CatalogStatus, CaughtUpEvent, FrontendStatus,
+    Heartbeat,
     LeaderAnnouncement, LeaderChangedEvent, LeaderElectedEvent, Message, NodeEvent, NodeKind, ReplicaRole,
     ReplicaStatus, SocketEvent, StockChanged, StockChanges, StoppingEvent, Topic,
 )
@@ -109,6 +117,7 @@ class NodeInfo:
     replica: ReplicaStatus | None = None
     catalog: CatalogStatus | None = None
     frontend: FrontendStatus | None = None
+    broker: BrokerStatus | None = None
     died_at: float | None = None
     restarts: int = 0
     awaiting_catch_up: bool = False
@@ -123,7 +132,9 @@ class NodeInfo:
 @dataclass(frozen=True)
 class NodeRow:
     """One node as the view shows it. ``state``: unknown, alive, silent or dead.
-    ``kind`` and the status are the latest heartbeat's (a dead node's last words)."""
+    ``kind`` and the status are the latest heartbeat's (a dead node's last words);
+    ``auth`` is its CURVE gate's figures (a node that accepts connections),
+    ``curve`` whether it runs CURVE (None until it says)."""
 
     name: str
     kind: NodeKind | None
@@ -138,6 +149,8 @@ class NodeRow:
     rates: dict[str, float | None]
     lag: int | None
     sockets: dict[str, int]
+    auth: AuthStatus | None = None
+    curve: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +170,9 @@ class Snapshot:
     topics: dict[str, int]
     malformed: int
     feed: list[FeedItem]
+    curve_off: list[str] = field(default_factory=list)
+    refused: int = 0
+    failed_handshakes: int = 0
 
 
 class MonitorState:
@@ -242,6 +258,7 @@ class MonitorState:
         info.replica = msg.replica if msg.kind is NodeKind.REPLICA else None
         info.catalog = msg.catalog if msg.kind is NodeKind.CATALOG else None
         info.frontend = msg.frontend if msg.kind is NodeKind.FRONTEND else None
+        info.broker = msg.broker if msg.kind is NodeKind.BROKER else None
         if change == "new" and info.replica is not None and info.replica.recovering:
             info.awaiting_catch_up = True
         out += self._figures(info, now, restarted)
@@ -342,7 +359,10 @@ class MonitorState:
         bus = "unknown" if self.sub_up is None else ("up" if self.sub_up else "down")
         if bus == "up" and self.live.age(BROKER, now) > self.window_s:
             bus = "silent"
+        gates = [r.auth for r in rows if r.auth is not None]
         return Snapshot(
+            curve_off=[r.name for r in rows if r.curve is False],
+            refused=sum(a.refused for a in gates), failed_handshakes=sum(a.failed_handshakes for a in gates),
             now=now, nodes=rows, leader=self.leader, epoch=self.epoch,
             leader_node=None if self.leader is None else self.replicas.get(self.leader, f"order-{self.leader}"),
             bus=bus, bus_down_s=None if self.bus_down_since is None else now - self.bus_down_since,
@@ -455,7 +475,11 @@ class MonitorState:
         if info.replica is not None and leader is not None and leader.replica is not None and state != "unknown":
             # Heartbeats sampled apart can make it negative.
             lag = max(0, leader.replica.last_index - info.replica.last_index)
+        status = info.replica or info.catalog or info.broker
+        auth = None if status is None else status.auth
+        curve = auth.curve if auth is not None else (info.frontend.curve if info.frontend is not None else None)
         return NodeRow(
+            auth=auth, curve=curve,
             name=info.name, kind=info.kind, state=state, age_s=age,
             down_s=None if info.died_at is None else now - info.died_at,
             incarnation=info.incarnation, restarts=info.restarts,

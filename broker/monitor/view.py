@@ -31,7 +31,7 @@ KIND_STYLES = {
     "node_dead": "bold red", "leader_lost": "bold red", "bus_disconnected": "bold red",
     "node_back": "green", "bus_connected": "green", "caught_up": "green", "node_seen": "dim green",
     "leader_changed": "bold yellow", "cache_flushed": "cyan", "stock_gap": "magenta",
-    SOCKETS: "blue", "stopping": "yellow", "started": "dim",
+    SOCKETS: "blue", "stopping": "yellow", "started": "dim", "auth_refused": "bold red",
 }
 SOCKET_SHORT = {
     "connected": "conn", "connect_retried": "retry", "disconnected": "disc", "accepted": "accept",
@@ -139,6 +139,10 @@ def _header(snap: Snapshot, title: str) -> Text:
     text.append(f" · {_rate(snap.rates['bus'], 0)} msg/s")
     if snap.malformed:
         text.append(f" · {snap.malformed} malformed", style="magenta")
+    if snap.curve_off:
+        text.append(f" · CURVE OFF on {', '.join(snap.curve_off)}", style="bold red")
+    if snap.refused or snap.failed_handshakes:
+        text.append(f" · refused {snap.refused} keys, {snap.failed_handshakes} failed handshakes", style="red")
     text.append("\n")
     leader_row = next((r for r in snap.nodes if r.name == snap.leader_node), None)
     if snap.leader_node is None:
@@ -161,7 +165,8 @@ def _nodes(snap: Snapshot) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True, header_style="bold")
     # Every column but the last keeps its natural width; socket events give way on a narrow terminal.
     for name, justify in (("Node", "left"), ("State", "left"), ("Beat", "right"), ("Role", "left"),
-                          ("Epoch", "right"), ("Last txn", "right"), ("Lag", "right"), ("Load", "left")):
+                          ("Epoch", "right"), ("Last txn", "right"), ("Lag", "right"), ("Load", "left"),
+                          ("Auth", "left")):
         table.add_column(name, justify=justify, no_wrap=True)
     table.add_column("Socket events", no_wrap=True, overflow="ellipsis", ratio=1)
     rows = [_cells(row) for row in snap.nodes]
@@ -207,12 +212,24 @@ def _cells(row: NodeRow) -> list[Text | str]:
             row.name, state, _seconds(row.age_s), Text(f"was {role}" if role else "", style="dim"),
             Text(epoch, style="dim"), Text(txn, style="dim"), "",
             Text(load if row.kind is not NodeKind.REPLICA else "", style="dim"),
-            _socket_summary(row.sockets),
+            Text(_auth(row).plain, style="dim"), _socket_summary(row.sockets),
         ]
     return [
         row.name, state, _seconds(row.age_s), Text(role, style=ROLE_STYLES.get(role, "")),
-        epoch, txn, lag, load, _socket_summary(row.sockets),
+        epoch, txn, lag, load, _auth(row), _socket_summary(row.sockets),
     ]
+
+
+def _auth(row: NodeRow) -> Text:
+    """CURVE on or OFF, and what the node's gate refused."""
+    if row.curve is None:
+        return Text("")
+    if row.curve is False:
+        return Text("CURVE OFF", style="bold red")
+    text = Text("curve", style="green")
+    if row.auth is not None and (row.auth.refused or row.auth.failed_handshakes):
+        text.append(f" refused {row.auth.refused}/{row.auth.failed_handshakes}", style="bold red")
+    return text
 
 
 def _socket_summary(counts: dict[str, int], limit: int = 3) -> str:
@@ -263,6 +280,8 @@ def describe(item: FeedItem) -> str:
         + (f" after {_seconds(d['down_s'])} ({d.get('retries')} retries)" if "down_s" in d else ""),
         "stock_gap": lambda: f"missed {d.get('missed')} stock change(s) on the bus: seq {d.get('expected')}"
         + (f" to {d['got'] - 1}" if isinstance(d.get("got"), int) and d["got"] - 1 != d.get("expected") else ""),
+        "auth_refused": lambda: f"REFUSED on {d.get('socket')}: key {d.get('key')} from {d.get('address')}"
+        + (f" (and {d['repeated']} more like it)" if d.get("repeated") else "") + f": {d.get('reason')}",
     }
     if item.kind in texts:
         return texts[item.kind]()

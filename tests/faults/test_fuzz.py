@@ -127,7 +127,7 @@ def dealers(shared_cluster):
     ctx = zmq.Context()
     socks = {}
     for name in ("catalog", "order-1", "order-2", "order-3"):
-        sock = ctx.socket(zmq.DEALER)
+        sock = shared_cluster.secure(ctx.socket(zmq.DEALER), name)  # past the handshake: the messages are the point
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 100_000)
         sock.connect(shared_cluster.endpoint(name))

@@ -174,12 +174,12 @@ class TestKillRestartKill:
         assert_promises_kept(cluster, history)
 
 
-def _place_directly(endpoint: str, trade: PlaceTrade, timeout_ms: int = 2000):
-    """One trade straight to a replica, sent once and never retried."""
+def _place_directly(cluster, name: str, trade: PlaceTrade, timeout_ms: int = 2000):
+    """One trade straight to replica ``name``, sent once and never retried."""
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.REQ)
+    sock = cluster.secure(ctx.socket(zmq.REQ), name)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
+    sock.connect(cluster.endpoint(name))
     try:
         sock.send(codec.encode(trade))
         return codec.decode(sock.recv()) if sock.poll(timeout_ms) else None
@@ -215,7 +215,7 @@ class TestLeaderDiesBetweenCatalogAndLog:
         cluster, tap, leader, epoch = _armed_cluster(cluster_factory, "after-catalog-apply")
         try:
             before = cluster.stocks()["FishCo"][1]
-            reply = _place_directly(cluster.endpoint(f"order-{leader}"),
+            reply = _place_directly(cluster, f"order-{leader}",
                                     PlaceTrade("lonely-1", "FishCo", 4, "buy"), timeout_ms=1000)
             assert reply is None  # the leader died before answering
             wait_until(lambda: not cluster.replica(leader).alive, 10, "the failpoint to kill the leader")
@@ -262,7 +262,7 @@ class TestReplyLost:
     def test_the_retry_finds_the_one_committed_trade(self, cluster_factory):
         cluster, tap, leader, epoch = _armed_cluster(cluster_factory, "before-trade-reply")
         try:
-            first = _place_directly(cluster.endpoint(f"order-{leader}"),
+            first = _place_directly(cluster, f"order-{leader}",
                                     PlaceTrade("lost-reply-1", "GameStart", 3, "buy"), timeout_ms=1000)
             assert first is None
             wait_until(lambda: not cluster.replica(leader).alive, 10, "the failpoint to kill the leader")

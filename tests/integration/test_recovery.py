@@ -104,14 +104,15 @@ GARBAGE_FRAMES = [
 ]
 
 
-def _send_garbage(endpoint: str) -> list[dict]:
-    """Send every garbage message on one DEALER; collect the error replies
-    (one is due for each message that has an envelope to answer)."""
+def _send_garbage(cluster, name: str) -> list[dict]:
+    """Send every garbage message on one DEALER (with the cluster's tools
+    key: the point is the message layer, past the CURVE handshake); collect
+    the error replies (one is due for each message that has an envelope to answer)."""
     expected = sum(1 for frames in GARBAGE_FRAMES if len(frames) == 2 and frames[0] == b"")
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
+    sock = cluster.secure(ctx.socket(zmq.DEALER), name)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
+    sock.connect(cluster.endpoint(name))
     replies = []
     try:
         for frames in GARBAGE_FRAMES:
@@ -128,11 +129,11 @@ def _send_garbage(endpoint: str) -> list[dict]:
     return replies
 
 
-def _healthy_lookup(endpoint: str) -> bool:
+def _healthy_lookup(cluster) -> bool:
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.REQ)
+    sock = cluster.secure(ctx.socket(zmq.REQ), "catalog")
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
+    sock.connect(cluster.endpoint("catalog"))
     try:
         sock.send(codec.encode(Lookup("FishCo")))
         return bool(sock.poll(2000)) and isinstance(codec.decode(sock.recv()), StockInfo)
@@ -153,7 +154,7 @@ def test_garbage_frames_get_an_error_or_are_dropped_and_the_node_keeps_serving(c
     stocks, journal = cluster.stocks(), cluster.journal()
     logs = {i: cluster.order_log(i) for i in (1, 2, 3)}
 
-    replies = _send_garbage(cluster.endpoint(name))
+    replies = _send_garbage(cluster, name)
 
     # Every message with an envelope got an error reply; the two without one were dropped.
     assert len(replies) == len(GARBAGE_FRAMES) - 2, replies
@@ -162,7 +163,7 @@ def test_garbage_frames_get_an_error_or_are_dropped_and_the_node_keeps_serving(c
         assert reply["code"] in ("bad_request", "unsupported_version", "not_leader"), reply
     assert cluster.node(name).alive
     if name == "catalog":
-        assert _healthy_lookup(cluster.endpoint("catalog"))
+        assert _healthy_lookup(cluster)
     assert cluster.stocks() == stocks and cluster.journal() == journal
     assert {i: cluster.order_log(i) for i in (1, 2, 3)} == logs
     # The whole system still trades.
@@ -172,8 +173,8 @@ def test_garbage_frames_get_an_error_or_are_dropped_and_the_node_keeps_serving(c
 def test_a_message_over_the_size_limit_closes_only_that_connection(cluster_factory):
     cluster = cluster_factory()
     ctx = zmq.Context()
-    big = ctx.socket(zmq.DEALER)
-    small = ctx.socket(zmq.DEALER)
+    big = cluster.secure(ctx.socket(zmq.DEALER), "catalog")
+    small = cluster.secure(ctx.socket(zmq.DEALER), "catalog")
     for sock in (big, small):
         sock.setsockopt(zmq.LINGER, 0)
     events = big.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from common import codec
 from common.errors import LocalProtocolError, RemoteProtocolError
 from common.protocol import (
-    EVENTS, MESSAGES, PROTOCOL_VERSION, AppendEntries, AppendReply, ApplyTrades, BackendStatus, CacheFlushedEvent,
-    CacheStatus, CampaignEvent, CatalogStatus, CaughtUpEvent, Error, ErrorCode, Fence, Fenced, FrontendStatus,
+    EVENTS, MESSAGES, PROTOCOL_VERSION, AppendEntries, AppendReply, ApplyTrades, AuthRefusedEvent, AuthStatus,
+    BackendStatus, BrokerStatus, CacheFlushedEvent, CacheStatus, CampaignEvent, CatalogStatus, CaughtUpEvent, Error, ErrorCode, Fence, Fenced, FrontendStatus,
     GetOrder, Heartbeat, JournalEntry, LeaderAnnouncement, LeaderBelief, LeaderChangedEvent, LeaderElectedEvent,
     LogEntry, Lookup, Message, NodeEvent, NodeKind, OrderInfo, PeerHello, PlaceTrade, ReplicaRole, ReplicaStatus,
     SocketEvent, StartedEvent, SteppedDownEvent, StockChanged, StockChanges, StockInfo, StoppingEvent, Topic, TradeDone,
@@ -45,11 +45,14 @@ APPEND = AppendEntries(term=7, leader=3, prev_index=87, prev_term=6, entries=[
 ], commit=87, probe=311)
 REPLICA = ReplicaStatus(id=3, role=ReplicaRole.LEADER, term=7, leader=3, commit=87, last_index=89,
                         recovering=False, down=[1, 2], ready=True, queued=4, awaiting=2, batch=16, next_txn=42,
-                        last_txn=41, trades=120, reads=7, bad_requests=1, dropped_sends=3)
+                        last_txn=41, trades=120, reads=7, bad_requests=1, dropped_sends=3,
+                        auth=AuthStatus(curve=True, refused=2, failed_handshakes=5))
 FOLLOWER = ReplicaStatus(id=1, role=ReplicaRole.FOLLOWER, term=7, commit=80, last_index=85, recovering=True,
                          down=[], ready=False, queued=0, awaiting=0, next_txn=0, last_txn=40, trades=0, reads=0,
                          bad_requests=0, dropped_sends=0)
-CATALOG = CatalogStatus(seq=1021, fence=7, lookups=530, trades=120, batches=31, bad_requests=0)
+CATALOG = CatalogStatus(seq=1021, fence=7, lookups=530, trades=120, batches=31, bad_requests=0,
+                        auth=AuthStatus(curve=True, refused=0, failed_handshakes=0))
+BROKER = BrokerStatus(auth=AuthStatus(curve=False, refused=0, failed_handshakes=0))
 CACHE = CacheStatus(size=10, capacity=10, streaming=True, hits=412, misses=90, bypassed=5, installs=95,
                     stale_refused=1, invalidations=64, evictions=85, flushes=2, hit_rate=0.8207, stream_seq=1021)
 FRONTEND = FrontendStatus(node="frontend", cache=CACHE, leader=LeaderBelief(leader=3, epoch=7),
@@ -93,13 +96,16 @@ EXAMPLES: list[Message] = [
     REPLICA,
     FOLLOWER,
     CATALOG,
+    AuthStatus(curve=True, refused=3, failed_handshakes=12),
+    BROKER,
     CACHE,
     CacheStatus(size=0, capacity=10, streaming=False, hits=0, misses=0, bypassed=3, installs=0, stale_refused=0,
                 invalidations=0, evictions=0, flushes=0, hit_rate=0.0),
     LeaderBelief(leader=None, epoch=0),
     BackendStatus(catalog_calls=95, order_calls=120, retries=2, unavailable=0),
     FRONTEND,
-    FrontendStatus(node="frontend-2", leader=LeaderBelief(epoch=0), backend=BackendStatus(0, 0, 0, 0), heard={}),
+    FrontendStatus(node="frontend-2", leader=LeaderBelief(epoch=0), backend=BackendStatus(0, 0, 0, 0), heard={},
+                   curve=False),
     Heartbeat(node="order-3", incarnation="2c7e920eb828", seq=17, interval_ms=100, kind=NodeKind.REPLICA,
               replica=REPLICA),
     Heartbeat(node="catalog", incarnation="a1b2c3d4e5f6", seq=9, interval_ms=100, kind=NodeKind.CATALOG,
@@ -107,6 +113,8 @@ EXAMPLES: list[Message] = [
     Heartbeat(node="frontend", incarnation="0f1e2d3c4b5a", seq=3, interval_ms=100, kind=NodeKind.FRONTEND,
               frontend=FRONTEND),
     Heartbeat(node="broker", incarnation="df447e029133", seq=1, interval_ms=100, kind=NodeKind.BROKER),
+    Heartbeat(node="broker", incarnation="df447e029133", seq=2, interval_ms=100, kind=NodeKind.BROKER,
+              broker=BrokerStatus(auth=AuthStatus(curve=True, refused=1, failed_handshakes=0))),
     LeaderAnnouncement(leader=3, epoch=7, endpoint="tcp://127.0.0.1:5563"),
     StockChanged(name="GameStart", price=15.99, quantity=97, version=4, seq=1021),
     StockChanges(changes=[StockChanged(name="GameStart", price=15.99, quantity=97, version=4, seq=1021),
@@ -124,6 +132,10 @@ EXAMPLES: list[Message] = [
     CaughtUpEvent(node="order-3", index=90, leader=2),
     CampaignEvent(node="order-1", epoch=9, pre_vote=True, last_index=90),
     CacheFlushedEvent(node="frontend", reason="gap: change 12 after 10", flushes=3),
+    AuthRefusedEvent(node="catalog", socket="router", address="10.0.0.9", key="rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7",
+                     reason="key not among the cluster's public keys"),
+    AuthRefusedEvent(node="broker", socket="xsub", address="127.0.0.1", key="Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID",
+                     reason="key not among the cluster's public keys", repeated=4),
 ]
 
 
@@ -205,7 +217,7 @@ def test_enum_fields_decode_to_their_members():
 
 def test_each_event_kind_is_a_message_named_by_its_kind():
     assert [cls.MSG for cls in EVENTS] == ["started", "stopping", "socket", "leader_elected", "stepped_down",
-                                           "leader_changed", "caught_up", "campaign", "cache_flushed"]
+                                           "leader_changed", "caught_up", "campaign", "cache_flushed", "auth_refused"]
     assert all(issubclass(cls, NodeEvent) and MESSAGES[cls.MSG] is cls for cls in EVENTS)
     body = _valid(CampaignEvent(node="order-1", epoch=9, pre_vote=True, last_index=90))
     assert body == {"v": PROTOCOL_VERSION, "msg": "campaign", "node": "order-1", "epoch": 9, "pre_vote": True,

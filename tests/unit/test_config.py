@@ -88,6 +88,7 @@ def test_the_repository_config_loads():
     assert config.replica(2).endpoint.connect == "tcp://127.0.0.1:5562"
     assert config.frontend.cache is True and config.frontend.cache_size == 10
     assert config.node_names() == ["broker", "catalog", "order-1", "order-2", "order-3", "frontend"]
+    assert config.security.curve is True and config.security.keys_dir == (REPO / "keys").resolve()
 
 
 def test_endpoints_are_distinct_in_the_repository_config():
@@ -126,6 +127,15 @@ def test_defaults_fill_what_the_file_leaves_out(tmp_path):
     fe = config.frontend
     assert (fe.host, fe.port, fe.cache, fe.cache_size, fe.max_body_bytes, fe.connections) == \
         ("127.0.0.1", 8000, True, 10, 16384, 1000)
+
+
+def test_curve_is_on_by_default_with_the_keys_next_to_the_file(tmp_path):
+    config = load(write(tmp_path, BASE))
+    assert config.security.curve is True
+    assert config.security.keys_dir == (tmp_path / "keys").resolve()
+    config = load(write(tmp_path, BASE + '[security]\ncurve = false\nkeys_dir = "/etc/bazaar/keys"\n'))
+    assert config.security.curve is False and config.security.keys_dir == Path("/etc/bazaar/keys")
+    assert load(write(tmp_path, BASE), ["security.curve=false"]).security.curve is False
 
 
 def test_bind_may_differ_from_the_connect_address(tmp_path):
@@ -260,6 +270,8 @@ INVALID = [
     ("cache_size = 10", "cache_size = 0", "cache_size"),
     ("max_body_bytes = 16384", "max_body_bytes = 63", "max_body_bytes"),
     ("connections = 1000", "connections = 0", "connections"),
+    ("[frontend]", '[security]\ncurve = "off"\n[frontend]', "[security] curve must be true or false"),
+    ("[frontend]", "[security]\nkeys_dir = 1\n[frontend]", "[security] keys_dir must be a string"),
     ("[cluster]\n", "cluster = 5\n[other]\n", "[cluster] must be a table"),
     ("[heartbeat]\n", "[other]\n", "[heartbeat] must be a table"),  # with heartbeat = [1] at the top
 ]
@@ -278,6 +290,7 @@ def test_invalid_value_names_the_key(tmp_path, old, new, words):
 @pytest.mark.parametrize("old,new,words", [
     ("interval_ms = 100", "intervl_ms = 100", "unknown key 'intervl_ms' in [heartbeat]; did you mean 'interval_ms'?"),
     ("[frontend]", "[frontent]", "unknown section [frontent]; did you mean [frontend]?"),
+    ("[frontend]", "[security]\ncurv = false\n[frontend]", "unknown key 'curv' in [security]; did you mean 'curve'?"),
 ])
 def test_a_typo_is_refused_with_a_suggestion(tmp_path, old, new, words):
     with pytest.raises(ConfigError) as info:

@@ -4,6 +4,7 @@ clock (no sockets)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -16,7 +17,7 @@ from broker.monitor.rates import EventRate, Rate
 from broker.monitor.state import SETTLE_S, Kind, MonitorState
 from broker.monitor.view import describe, render
 from common.protocol import (
-    BackendStatus, CacheFlushedEvent, CacheStatus, CampaignEvent, CatalogStatus, CaughtUpEvent, FrontendStatus, Heartbeat,
+    AuthRefusedEvent, AuthStatus, BackendStatus, BrokerStatus, CacheFlushedEvent, CacheStatus, CampaignEvent, CatalogStatus, CaughtUpEvent, FrontendStatus, Heartbeat,
     LeaderAnnouncement, LeaderBelief, LeaderChangedEvent, LeaderElectedEvent, NodeEvent, NodeKind, ReplicaRole,
     ReplicaStatus, SocketEvent, StartedEvent, SteppedDownEvent, StockChanged, StockChanges, StoppingEvent, Topic,
 )
@@ -26,7 +27,7 @@ INTERVAL_S = 0.1
 NODES = ["broker", "catalog", "order-1", "order-2", "order-3", "frontend"]
 KINDS = {"broker": NodeKind.BROKER, "catalog": NodeKind.CATALOG, "frontend": NodeKind.FRONTEND,
          **{f"order-{i}": NodeKind.REPLICA for i in (1, 2, 3)}}
-Status = ReplicaStatus | CatalogStatus | FrontendStatus | None
+Status = ReplicaStatus | CatalogStatus | FrontendStatus | BrokerStatus | None
 
 
 class Clock:
@@ -71,6 +72,7 @@ class Bus:
             replica=status if isinstance(status, ReplicaStatus) else None,
             catalog=status if isinstance(status, CatalogStatus) else None,
             frontend=status if isinstance(status, FrontendStatus) else None,
+            broker=status if isinstance(status, BrokerStatus) else None,
         ))
 
     def event(self, event: NodeEvent) -> list:
@@ -434,3 +436,44 @@ def _text(snap) -> str:
     console = Console(record=True, width=120, file=io.StringIO())
     console.print(render(snap, 1_700_000_000.0))
     return console.export_text()
+
+
+# --- security ---------------------------------------------------------------------
+
+
+def test_refusals_from_heartbeats_are_added_up_and_shown_per_node(bus):
+    bus.status["catalog"] = dataclasses.replace(catalog_status(), auth=AuthStatus(True, refused=2, failed_handshakes=7))
+    bus.status["broker"] = BrokerStatus(auth=AuthStatus(True, refused=1, failed_handshakes=0))
+    bus.status["order-1"] = dataclasses.replace(replica_status(1), auth=AuthStatus(True, 0, 0))
+    bus.run(0.2, NODES)
+    snap = bus.state.snapshot(bus.clock.now)
+    rows = {r.name: r for r in snap.nodes}
+    assert (snap.refused, snap.failed_handshakes, snap.curve_off) == (3, 7, [])
+    assert rows["catalog"].auth == AuthStatus(True, 2, 7) and rows["catalog"].curve is True
+    assert rows["frontend"].auth is None and rows["frontend"].curve is True  # a client only: no gate
+    assert rows["order-2"].curve is None  # says nothing (an older node): shown as nothing
+    text = _text(snap)
+    assert "refused 3 keys, 7 failed handshakes" in text
+    assert "refused 2/7" in text and "refused 1/0" in text
+
+
+def test_a_node_without_curve_is_shown_loudly(bus):
+    bus.status["order-2"] = dataclasses.replace(replica_status(2), auth=AuthStatus(False, 0, 0))
+    bus.status["frontend"] = dataclasses.replace(frontend_status(), curve=False)
+    bus.run(0.2, NODES)
+    snap = bus.state.snapshot(bus.clock.now)
+    assert snap.curve_off == ["order-2", "frontend"]
+    text = _text(snap)
+    assert "CURVE OFF on order-2, frontend" in text
+    assert text.count("CURVE OFF") == 3  # the header and both rows
+
+
+def test_a_refused_connection_enters_the_feed_with_its_address_and_key(bus):
+    key = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"
+    assert bus.event(AuthRefusedEvent("catalog", socket="router", address="10.1.2.3", key=key,
+                                      reason="key not among the cluster's public keys", repeated=2)) == []
+    item = bus.state.feed.recent(1)[0]
+    assert (item.kind, item.node) == ("auth_refused", "catalog")
+    assert describe(item) == (f"REFUSED on router: key {key} from 10.1.2.3 (and 2 more like it): "
+                              "key not among the cluster's public keys")
+    assert key in _text(bus.state.snapshot(bus.clock.now))

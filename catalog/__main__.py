@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import zmq
 
@@ -18,6 +19,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m catalog", description="Run the Bazaar catalog node.")
     configuration.add_arguments(parser)
     parser.add_argument("--endpoint", help="override catalog.endpoint (and its bind address)")
+    parser.add_argument("--storage-faults", type=Path, help=argparse.SUPPRESS)  # fault tests only
+    parser.add_argument("--distrust-after", metavar="SEQ:ROWID",
+                        help="drop what was journaled after this point and compute the stocks again before "
+                             "starting: what was written after the last good fsync (the catalog passes it "
+                             "itself when it restarts after a failed one)")
     args = parser.parse_args()
     extra = [f'catalog.endpoint="{args.endpoint}"', f'catalog.bind="{args.endpoint}"'] if args.endpoint else []
     config = configuration.from_args(args, extra)
@@ -25,7 +31,9 @@ def main() -> None:
     stop = stop_on_signals()
     ctx = zmq.Context()
     try:
-        CatalogServer(config, ctx, stop, time.monotonic()).run()
+        distrust = None if args.distrust_after is None else tuple(map(int, args.distrust_after.split(":")))
+        CatalogServer(config, ctx, stop, time.monotonic(), storage_faults=args.storage_faults,
+                      distrust_after=distrust).run()
     finally:
         ctx.destroy(linger=0)
 

@@ -19,22 +19,24 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 
 from common import rpc, security, sockets
 from common.bus import Publisher
 from common.config import Config
-from common.errors import RemoteProtocolError, error_code
+from common.errors import RemoteProtocolError, StorageFailed, StorageFull, error_code
 from common.heartbeat import Ticker
 from common.logs import get_logger
-from common.node import DRAIN_LIMIT, Loop, serve
+from common.node import DRAIN_LIMIT, Loop, RestartFromDisk, serve
+from common.storage import Faults, StorageState
 from common.protocol import (
     ApplyTrades, CatalogStatus, Error, ErrorCode, Fence, Fenced, Lookup, Message, NodeKind, SocketEvent,
-    StartedEvent, StockChanges, Topic, TradesApplied,
+    StartedEvent, StockChanges, StorageEvent, Topic, TradesApplied,
 )
 
-from .rules import Catalog
+from .rules import Catalog, Commit
 from .store import SqliteCatalogStore
 
 log = get_logger(__name__)
@@ -53,10 +55,19 @@ class Counters:
 class CatalogServer:
     """The catalog node. Build it, then call :meth:`run` until ``stop`` is set."""
 
-    def __init__(self, config: Config, ctx: zmq.Context, stop: threading.Event, now: float) -> None:
+    def __init__(self, config: Config, ctx: zmq.Context, stop: threading.Event, now: float,
+                 storage_faults: Path | None = None, distrust_after: tuple[int, int] | None = None) -> None:
+        """:param storage_faults: a trigger file for injected storage failures (fault tests only).
+        :param distrust_after: ``(seq, rowid)``: undo what was journaled after it first (a restart after a
+            failed fsync).
+        :raises StorageCorrupt: the catalog's data cannot be trusted (it says what to do).
+        """
         self.config = config
         keys = security.node_keys(config, "catalog")  # missing keys stop the node before it touches its data
-        self.store = SqliteCatalogStore(config.data_dir / "catalog.sqlite3", config.catalog.stocks_csv)
+        path = config.data_dir / "catalog.sqlite3"
+        self.store = SqliteCatalogStore(path, config.catalog.stocks_csv, cluster_id=config.cluster_id,
+                                        faults=Faults(storage_faults), distrust_after=distrust_after)
+        self.storage = StorageState(path)
         self.catalog = Catalog(self.store)
         self.loop = Loop(stop)
         # The gate first: no server socket binds before its ZAP handler is there.
@@ -78,6 +89,8 @@ class CatalogServer:
         serve(self.loop, self.bus, self.tick, self.store.close, StartedEvent(self.bus.node, seq=self.catalog.seq))
 
     def tick(self, now: float) -> float:
+        if self.storage.probe_due(now):
+            self._probe_storage(now)
         if self.beat.due(now):
             self.bus.heartbeat(self.status())
         return self.beat.remaining(now)
@@ -85,7 +98,8 @@ class CatalogServer:
     def status(self) -> CatalogStatus:
         c = self.counters
         return CatalogStatus(seq=self.catalog.seq, fence=self.catalog.fence, lookups=c.lookups, trades=c.trades,
-                             batches=c.batches, bad_requests=c.bad_requests, auth=self.gate.status())
+                             batches=c.batches, bad_requests=c.bad_requests, auth=self.gate.status(),
+                             storage=self.storage.state, storage_detail=self.storage.detail)
 
     def on_socket_event(self, label: str, event: str, endpoint: str) -> None:
         self.bus.event(SocketEvent(self.bus.node, socket=label, event=event, endpoint=endpoint))
@@ -115,7 +129,14 @@ class CatalogServer:
         if not batch:
             return
         msgs = [msg for _, msg in batch]
-        replies, changes = self.catalog.handle_all(msgs)
+        try:
+            replies, changes = self.catalog.handle_all(msgs)
+        except StorageFull as exc:
+            replies, changes = self._refuse_writes(msgs, exc), []
+        except StorageFailed as exc:
+            self.bus.event(StorageEvent("catalog", state="failed", detail=str(exc)), warn=True)
+            seq, rowid = self.store.synced
+            raise RestartFromDisk(str(exc), ["--distrust-after", f"{seq}:{rowid}"]) from None
         committed = time.monotonic()
         for msg, reply in zip(msgs, replies):
             self._count(msg, reply)
@@ -126,6 +147,27 @@ class CatalogServer:
             if isinstance(msg, ApplyTrades) and msg.trace and isinstance(reply, TradesApplied):
                 reply = dataclasses.replace(reply, trace=[received, committed, published])
             rpc.send_reply(self.router, envelope, reply)
+
+    def _refuse_writes(self, msgs: list[Message], exc: StorageFull) -> list[Message]:
+        """The disk is full: what needs a write is refused, saying so; lookups
+        are answered (nothing of the refused group changed the table)."""
+        if self.storage.full(exc, time.monotonic()):
+            self.bus.event(StorageEvent("catalog", state="full", detail=str(exc)), warn=True)
+        refusal = Error(ErrorCode.STORAGE, f"catalog: {exc}")
+        return [self.catalog.handle(msg)[0] if isinstance(msg, Lookup) else refusal for msg in msgs]
+
+    def _probe_storage(self, now: float) -> None:
+        """The disk was full: try a small write (the table's figures again)."""
+        try:
+            self.store.commit(Commit(fence=self.catalog.fence, seq=self.catalog.seq))
+        except StorageFull as exc:
+            self.storage.full(exc, now)
+            return
+        except StorageFailed as exc:
+            seq, rowid = self.store.synced
+            raise RestartFromDisk(str(exc), ["--distrust-after", f"{seq}:{rowid}"]) from None
+        self.storage.recovered()
+        self.bus.event(StorageEvent("catalog", state="ok", detail=f"{self.store.path} takes writes again"))
 
     def _count(self, msg: Message, reply: Message) -> None:
         if isinstance(msg, Lookup):

@@ -23,7 +23,7 @@ ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://")
 
 # Every key config.toml may hold; anything else is a typo and is refused.
 KNOWN_KEYS = {
-    "cluster": {"data_dir", "log_level"},
+    "cluster": {"id", "data_dir", "log_level"},
     "heartbeat": {"interval_ms", "liveness"},
     "timeouts": {"request_ms", "lookup_attempts", "trade_deadline_ms", "catalog_ms"},
     "broker": {"xsub", "xpub", "xsub_bind", "xpub_bind"},
@@ -116,6 +116,7 @@ class SecurityConfig:
 @dataclass(frozen=True)
 class Config:
     path: Path
+    cluster_id: str
     data_dir: Path
     log_level: str
     heartbeat: HeartbeatConfig
@@ -257,6 +258,13 @@ def _table(raw: dict, name: str) -> dict:
     return table
 
 
+def _cluster_id(cluster: dict) -> str:
+    value = _get(cluster, "cluster", "id", str, "bazaar")
+    if not 0 < len(value) <= 64 or not value.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"[cluster] id must be 1 to 64 letters, digits, '-' or '_', got {value!r}")
+    return value
+
+
 def _build(raw: dict, path: Path) -> Config:
     base = path.parent
     cluster = _table(raw, "cluster")
@@ -325,6 +333,7 @@ def _build(raw: dict, path: Path) -> Config:
 
     return Config(
         path=path,
+        cluster_id=_cluster_id(cluster),
         data_dir=(base / _get(cluster, "cluster", "data_dir", str, "data")).resolve(),
         log_level=log_level,
         heartbeat=heartbeat,

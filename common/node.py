@@ -9,6 +9,7 @@ one socket per thread. Handlers must not block; the loop wakes at least every
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -149,6 +150,45 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+class RestartFromDisk(Exception):
+    """Raised out of a node's loop when what it holds in memory (or what the
+    file system's cache holds for it) can no longer be trusted: after a failed
+    fsync. :func:`run_main` then runs the node again from what the disk holds,
+    with ``extra_args`` added (what to distrust).
+    """
+
+    def __init__(self, reason: str, extra_args: list[str]) -> None:
+        super().__init__(reason)
+        self.extra_args = extra_args
+
+
+# A node that restarts from disk waits this long first, so that a disk that
+# keeps failing costs a restart per interval, not a busy loop.
+RESTART_DELAY_S = 1.0
+
+
+def _restart(exc: RestartFromDisk) -> None:
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    module = spec.name.removesuffix(".__main__") if spec is not None else None
+    if not module:
+        print(f"storage failed: {exc}; cannot restart this process by itself", file=sys.stderr)
+        sys.exit(75)
+    names = {arg.split("=", 1)[0] for arg in exc.extra_args if arg.startswith("--")}
+    argv, skip = [], False
+    for arg in sys.argv[1:]:  # the flags being replaced go, with their values
+        if skip:
+            skip = False
+            continue
+        if arg.split("=", 1)[0] in names:
+            skip = "=" not in arg
+            continue
+        argv.append(arg)
+    print(f"storage failed: {exc}; restarting from what the disk holds in {RESTART_DELAY_S:g} s",
+          file=sys.stderr, flush=True)
+    time.sleep(RESTART_DELAY_S)
+    os.execv(sys.executable, [sys.executable, "-m", module, *argv, *exc.extra_args])
+
+
 def run_main(main: Callable[[], None]) -> None:
     """Run a node's ``main``; a configuration error, or data that cannot be
     trusted at start, exits with status 2 and a message that says what to
@@ -161,3 +201,5 @@ def run_main(main: Callable[[], None]) -> None:
     except StorageCorrupt as exc:
         print(f"storage error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except RestartFromDisk as exc:
+        _restart(exc)

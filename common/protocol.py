@@ -698,9 +698,19 @@ class AuthRefusedEvent(NodeEvent):
     repeated: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class StorageEvent(NodeEvent):
+    """The node's storage changed state (``state``: ``ok``, ``full`` or
+    ``failed``; ``detail`` names the file and the free space or the error)."""
+
+    MSG: ClassVar[str] = "storage"
+    state: str
+    detail: str
+
+
 EVENTS: tuple[type[NodeEvent], ...] = (
     StartedEvent, StoppingEvent, SocketEvent, LeaderElectedEvent, SteppedDownEvent, LeaderChangedEvent,
-    CaughtUpEvent, CampaignEvent, CacheFlushedEvent, AuthRefusedEvent,
+    CaughtUpEvent, CampaignEvent, CacheFlushedEvent, AuthRefusedEvent, StorageEvent,
 )
 
 

@@ -36,7 +36,16 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from .logs import get_logger
+
 from .errors import StorageCorrupt, StorageError, StorageFailed, StorageFull
+
+log = get_logger(__name__)
+
+# While a node's disk is full it tries a write again this often, once the
+# file system shows at least this much free.
+PROBE_EVERY_S = 0.5
+PROBE_FREE_BYTES = 64 * 1024
 
 # SQLite's primary result codes (the low byte of the extended ones).
 SQLITE_IOERR = 10
@@ -176,3 +185,46 @@ class Faults:
     def after_commit(self, kind: str | None, path: Path) -> None:
         if kind == "eio":
             raise StorageFailed(f"storage failed: {path}: disk I/O error on fsync (injected)", str(path))
+
+
+class StorageState:
+    """Whether a node's disk takes writes, as its I/O loop finds out.
+
+    :param path: the node's database file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.state = "ok"
+        self.detail: str | None = None
+        self._probe_at = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ok"
+
+    def full(self, exc: StorageFull, now: float) -> bool:
+        """A write was refused for want of space.
+
+        :returns: True if this is news (log it, say it on the bus, step down).
+        """
+        self._probe_at = now + PROBE_EVERY_S
+        self.detail = str(exc)
+        if self.state == "full":
+            return False
+        self.state = "full"
+        log.error("storage full: refusing writes until space comes back", file=str(self.path),
+                  free=describe_free(exc.free_bytes))
+        return True
+
+    def probe_due(self, now: float) -> bool:
+        """Time to try a write again (the file system shows space again)."""
+        if self.state != "full" or now < self._probe_at:
+            return False
+        self._probe_at = now + PROBE_EVERY_S
+        free = free_bytes(self.path)
+        return free is None or free >= PROBE_FREE_BYTES
+
+    def recovered(self) -> None:
+        log.info("storage writable again", file=str(self.path), free=describe_free(free_bytes(self.path)))
+        self.state, self.detail = "ok", None

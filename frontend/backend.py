@@ -182,14 +182,15 @@ class Backend:
         request_s = self.timeouts.request_ms / 1000
         sent = False
         rotation = 0
+        heard = ""  # what the replicas last said, for the 503 (a full disk, say)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.counters.unavailable += 1
                 what = "the trade may or may not have happened; retry with the same Idempotency-Key" \
                     if trade and sent else "try again"
-                raise Unavailable(f"no order leader answered within {self.timeouts.trade_deadline_ms / 1000:g}s; "
-                                  f"{what}", outcome_unknown=trade and sent)
+                raise Unavailable(f"no order leader answered within {self.timeouts.trade_deadline_ms / 1000:g}s"
+                                  f"{heard}; {what}", outcome_unknown=trade and sent)
             with self.lock:
                 version = self.tracker.version
                 candidates = self.tracker.candidates()
@@ -205,6 +206,8 @@ class Backend:
                 return self.replicas[target].request(msg, min(request_s, remaining), cancel=leader_moved,
                                                      connect_s=min(CONNECT_S, remaining))
             except NotLeader as exc:
+                if "(" in exc.message:  # a replica that says why it cannot lead
+                    heard = f" (last: {exc.message})"
                 with self.lock:
                     if not self.tracker.announce(exc.leader_hint, exc.epoch or 0):
                         self.tracker.failed(target)
@@ -220,6 +223,9 @@ class Backend:
                     with self.lock:
                         self.tracker.failed(target)
             except RemoteError as exc:
+                if exc.code == ErrorCode.STORAGE:  # not carried out: a disk is full, and the message says where
+                    self.counters.unavailable += 1
+                    raise Unavailable(f"{exc.message}; the trade was not carried out, retry later") from None
                 if exc.code != ErrorCode.UNAVAILABLE:
                     raise
                 sent = True

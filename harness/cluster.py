@@ -27,6 +27,7 @@ import os
 import socket
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,7 @@ class Cluster:
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.cluster_id = f"test-{uuid.uuid4().hex[:8]}"  # every node's data is kept as this cluster's
         if self.links and (self.addresses or self.bind_any):
             raise ValueError("links and per-node addresses do not go together (links listen on 127.0.0.1)")
         frontends = ["frontend" if k == 1 else f"frontend-{k}" for k in range(1, self.frontends + 1)]
@@ -219,7 +221,7 @@ class Cluster:
     def config_text(self, view: str | None = None) -> str:
         real = lambda name: f"tcp://{self.bind_hosts[name]}:{self.ports[name]}"  # noqa: E731
         s = {
-            "cluster": {"data_dir": str(self.workdir / "data"), "log_level": "info"},
+            "cluster": {"id": self.cluster_id, "data_dir": str(self.workdir / "data"), "log_level": "info"},
             "heartbeat": {"interval_ms": 100, "liveness": 3},
             "timeouts": {"request_ms": 1000, "lookup_attempts": 2, "trade_deadline_ms": 4000, "catalog_ms": 300},
             "broker": {"xsub": self._seen(view, "xsub"), "xpub": self._seen(view, "xpub"),
@@ -241,6 +243,22 @@ class Cluster:
         return "\n".join(lines) + "\n"
 
     # --- life cycle -------------------------------------------------------------
+
+    def seed(self, trades: int) -> int:
+        """Before :meth:`start`: a history of ``trades`` trades in every node's
+        database (:func:`harness.seed.seed_history`). :returns: the last log index."""
+        from .seed import seed_history
+
+        return seed_history(self.workdir / "data", self.cluster_id, ROOT / "catalog" / "stocks.csv",
+                            list(range(1, self.replicas + 1)), trades)
+
+    def wipe(self, name: str) -> None:
+        """What ``./run.sh reset <name>`` does to a stopped node: its database,
+        and the marker that says it had one, are gone; it starts blank."""
+        data = self.workdir / "data"
+        for path in (data / f"{name}.sqlite3", data / f"{name}.sqlite3-wal", data / f"{name}.sqlite3-shm",
+                     data / f"{name}.id"):
+            path.unlink(missing_ok=True)
 
     def start(self, timeout: float = 30) -> Cluster:
         """Start every node (``first_start_args`` apply to this start only)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import zmq
 
@@ -20,6 +21,10 @@ def main() -> None:
     configuration.add_arguments(parser)
     parser.add_argument("--id", type=int, help="which [[order]] of the config to run (required with several)")
     parser.add_argument("--failpoint", choices=FAILPOINTS, help=argparse.SUPPRESS)  # fault tests only
+    parser.add_argument("--storage-faults", type=Path, help=argparse.SUPPRESS)  # fault tests only
+    parser.add_argument("--distrust-after", type=int, metavar="INDEX",
+                        help="drop the log's entries after INDEX before starting: what was written after the "
+                             "last good fsync (the replica passes it itself when it restarts after a failed one)")
     args = parser.parse_args()
     config = configuration.from_args(args)
     if args.id is None:
@@ -31,7 +36,8 @@ def main() -> None:
     stop = stop_on_signals()
     ctx = zmq.Context()
     try:
-        OrderServer(config, args.id, ctx, stop, time.monotonic(), failpoint=args.failpoint).run()
+        OrderServer(config, args.id, ctx, stop, time.monotonic(), failpoint=args.failpoint,
+                    storage_faults=args.storage_faults, distrust_after=args.distrust_after).run()
     finally:
         ctx.destroy(linger=0)
 

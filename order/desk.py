@@ -263,10 +263,13 @@ class Desk:
         elif isinstance(msg, Error):
             if msg.code == ErrorCode.STALE_EPOCH and msg.epoch is not None and msg.epoch > self.epoch:
                 out.append(StepDownRequest(msg.epoch))
-            elif self.batches and msg.code == ErrorCode.BAD_REQUEST:
-                # Only a bug could get here: fail the batch rather than retry forever. The
-                # catalog answers in order, so the refusal is the oldest batch's.
-                refusal = Error(ErrorCode.BAD_REQUEST, f"the catalog refused the batch: {msg.message}")
+            elif self.batches and msg.code in (ErrorCode.BAD_REQUEST, ErrorCode.STORAGE):
+                # The catalog answers in order, so the refusal is the oldest batch's. Nothing of it
+                # was applied: its trades fail now, and a retry with the same request id starts afresh.
+                # (bad_request: only a bug could get here, so fail it rather than retry forever;
+                # storage_unavailable: the catalog's disk is full, and the client says so.)
+                refusal = (Error(ErrorCode.STORAGE, msg.message) if msg.code == ErrorCode.STORAGE else
+                           Error(ErrorCode.BAD_REQUEST, f"the catalog refused the batch: {msg.message}"))
                 for trade in self.batches.pop(next(iter(self.batches))).trades:
                     self.pending.pop(trade.item.request_id, None)
                     out.extend(ToClient(ref, refusal) for ref in trade.waiters)

@@ -199,6 +199,7 @@ class Raft:
         self.durable = log.last_index()  # the leader's own entries known to be on disk
         self.blank = log.is_blank()
         self.peer_blank: dict[int, bool] = {}  # what each peer last said of its data
+        self.hello_due = now + timing.election_s
         self.storage_ok = True
 
     # --- queries ------------------------------------------------------------
@@ -231,9 +232,10 @@ class Raft:
         if self.role is Role.LEADER:
             return self.heartbeat_due
         if self.role is Role.FOLLOWER:
+            due = min(self.election_due, self.hello_due) if self.blank and self.leader is None else self.election_due
             if self.held and self.last_contact is not None:
-                return min(self.election_due, self._fresh_until())
-            return self.election_due
+                return min(due, self._fresh_until())
+            return due
         return self.round_deadline
 
     # --- timers -------------------------------------------------------------
@@ -245,6 +247,11 @@ class Raft:
                 self._broadcast(now, out)
             self._check_quorum(now, out)
         elif self.role is Role.FOLLOWER:
+            if self.blank and self.leader is None and now >= self.hello_due:
+                # Say it again (a hello may have been lost): a new cluster elects only once
+                # every replica has heard that every other one is new.
+                self.hello_due = now + self.t.election_s
+                out.extend(SendPeer(p, PeerHello(replica=self.me, term=self.term, blank=True)) for p in self.peers)
             if self.recovering and self._silent_for_window(now):
                 self.recovering = False
             self._answer_held(now, out)

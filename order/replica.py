@@ -45,6 +45,7 @@ class Replica:
         self.me = me
         self.raft = Raft(me, peers, log, timing, now)
         self.desk = Desk(self.raft, log, catalog_s)
+        self.storage_problem: str | None = None
 
     # --- inputs ---------------------------------------------------------------
 
@@ -80,6 +81,16 @@ class Replica:
     def peer_up(self, peer: int, now: float) -> list:
         return self._route(self.raft.peer_up(peer, now), now)
 
+    def storage_failed(self, problem: str, now: float) -> list:
+        """The disk refused a write (``problem`` says which and why): stop
+        leading, refuse what needs a write, keep answering the rest."""
+        self.storage_problem = problem
+        return self._route(self.raft.storage_failed(now), now)
+
+    def storage_recovered(self, now: float) -> list:
+        self.storage_problem = None
+        return self._route(self.raft.storage_recovered(now), now)
+
     def tick(self, now: float) -> list:
         return self._route([*self.raft.tick(now), *self.desk.tick(now)], now)
 
@@ -92,7 +103,8 @@ class Replica:
 
     def not_leader(self) -> Error:
         leader = self.raft.leader if self.raft.leader != self.me else None
-        return Error(ErrorCode.NOT_LEADER, f"order replica {self.me} does not lead", leader=leader,
+        why = f" ({self.storage_problem})" if self.storage_problem else ""
+        return Error(ErrorCode.NOT_LEADER, f"order replica {self.me} does not lead{why}", leader=leader,
                      epoch=self.raft.term)
 
     def status(self, counters: Counters | None = None) -> ReplicaStatus:
@@ -106,6 +118,8 @@ class Replica:
             batch=desk.at_catalog() or None, next_txn=desk.next_txn,
             last_txn=raft.log.last_txn(),
             trades=c.trades, reads=c.reads, bad_requests=c.bad_requests, dropped_sends=c.dropped_sends,
+            blank=raft.blank, storage="ok" if self.storage_problem is None else "full",
+            storage_detail=self.storage_problem,
         )
 
     # --- internals ------------------------------------------------------------

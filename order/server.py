@@ -35,20 +35,22 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import zmq
 
 from common import codec, rpc, security, sockets
 from common.bus import Publisher
 from common.config import Config
-from common.errors import RemoteProtocolError, error_code
+from common.errors import RemoteProtocolError, StorageFailed, StorageFull, error_code
 from common.heartbeat import Ticker
 from common.logs import get_logger
-from common.node import DRAIN_LIMIT, Loop, readable, serve
+from common.node import DRAIN_LIMIT, Loop, RestartFromDisk, readable, serve
+from common.storage import Faults, StorageState
 from common.protocol import (
     AppendEntries, AppendReply, CampaignEvent, CaughtUpEvent, Error, ErrorCode, GetOrder, LeaderAnnouncement,
-    LeaderChangedEvent, LeaderElectedEvent, NodeKind, PlaceTrade, SocketEvent, StartedEvent, SteppedDownEvent,
-    Topic, TradeDone, TradesApplied, VoteReply, VoteRequest,
+    LeaderChangedEvent, LeaderElectedEvent, NodeKind, PeerHello, PlaceTrade, SocketEvent, StartedEvent,
+    SteppedDownEvent, StorageEvent, Topic, TradeDone, TradesApplied, VoteReply, VoteRequest,
 )
 
 from .desk import ToCatalog, ToClient
@@ -81,12 +83,20 @@ class OrderServer:
     """
 
     def __init__(self, config: Config, replica_id: int, ctx: zmq.Context, stop: threading.Event, now: float,
-                 failpoint: str | None = None) -> None:
+                 failpoint: str | None = None, storage_faults: Path | None = None,
+                 distrust_after: int | None = None) -> None:
+        """:param storage_faults: a trigger file for injected storage failures (fault tests only).
+        :param distrust_after: drop the log's entries after this index first (a restart after a failed fsync).
+        :raises StorageCorrupt: the replica's data cannot be trusted (it says what to do).
+        """
         me = config.replica(replica_id)
         self.me = me
         self.failpoint = failpoint
         keys = security.node_keys(config, me.name)  # missing keys stop the node before it touches its log
-        self.store = SqliteLog(config.data_dir / f"{me.name}.sqlite3")
+        path = config.data_dir / f"{me.name}.sqlite3"
+        self.store = SqliteLog(path, node=me.name, cluster_id=config.cluster_id, faults=Faults(storage_faults),
+                               distrust_after=distrust_after)
+        self.storage = StorageState(path)
         peers = [r for r in config.orders if r.id != me.id]
         self.replica = Replica(me.id, [p.id for p in peers], self.store, timing_from(config),
                                config.timeouts.catalog_ms / 1000, now)
@@ -130,7 +140,9 @@ class OrderServer:
               StartedEvent(self.me.name, last_index=self.store.last_index(), term=self.replica.raft.term))
 
     def tick(self, now: float) -> float:
-        self.execute(self.replica.tick(now))
+        self.execute(self._guard(self.replica.tick, now))
+        if self.storage.probe_due(now):
+            self._probe_storage(now)
         if self.beat.due(now):
             self.heartbeat()
         return max(0.0, min(self.replica.next_deadline() - now, self.beat.remaining(now)))
@@ -156,16 +168,16 @@ class OrderServer:
                 self.counters.bad_requests += 1
                 log.warning("bad request", error=str(msg))
                 rpc.send_reply(self.router, envelope, Error(error_code(msg), str(msg)))
-            elif isinstance(msg, PEER_MESSAGES):
+            elif isinstance(msg, PEER_MESSAGES + (PeerHello,)):
                 self.tracer.from_peer(msg, now)
-                self.execute(self.replica.on_peer(msg, now))
+                self.execute(self._guard(self.replica.on_peer, msg, now))
             elif isinstance(msg, CLIENT_MESSAGES):
                 if isinstance(msg, PlaceTrade):
                     self.counters.trades += 1
                     self.tracer.on_place(envelope, msg, now)
                 else:
                     self.counters.reads += 1
-                self.execute(self.replica.on_client(envelope, msg, now))
+                self.execute(self._guard(self.replica.on_client, envelope, msg, now))
             else:
                 self.counters.bad_requests += 1
                 rpc.send_reply(self.router, envelope, Error(
@@ -186,7 +198,7 @@ class OrderServer:
                 if any(o.status == "ok" and o.stock is not None for o in msg.outcomes):
                     self._crash("the catalog applied a batch the log does not hold yet")
             self.tracer.from_catalog(msg, now)
-            self.execute(self.replica.on_catalog(msg, now))
+            self.execute(self._guard(self.replica.on_catalog, msg, now))
 
     def drain_peer(self, sock: zmq.Socket) -> None:
         """Peers answer on their own DEALERs, never on ours: what arrives here
@@ -251,7 +263,8 @@ class OrderServer:
                 self._send(self.catalog, tracer.to_catalog(out.msg, time.monotonic()) if tracer.active else out.msg)
             elif isinstance(out, Flush):
                 # The sends above are on their way; now our own fsync, in parallel with theirs.
-                self.store.flush()
+                if not self._guard(self.store.flush, default=False):
+                    continue
                 now = time.monotonic()
                 if tracer.active:
                     tracer.flushed(self.store.last_index(), now)
@@ -282,6 +295,49 @@ class OrderServer:
             sock.send_multipart([b"", codec.encode(msg)], zmq.NOBLOCK)
         except zmq.Again:
             self.counters.dropped_sends += 1
+
+    # --- storage ----------------------------------------------------------------
+
+    def _guard(self, work, *args, default=()):
+        """Run ``work``; a storage failure in it is handled here, once.
+
+        A full disk refuses what needs a write (a leader steps down) and the
+        replica goes on serving the rest; a failed write or fsync makes it
+        restart from what the disk holds, distrusting what came after its
+        last good sync (:class:`common.node.RestartFromDisk`).
+
+        :returns: what ``work`` returned, ``default`` after a full disk, and
+            True for a ``work`` that returns None.
+        """
+        try:
+            result = work(*args)
+        except StorageFull as exc:
+            self._storage_full(exc)
+            return [] if default == () else default
+        except StorageFailed as exc:
+            self.bus.event(StorageEvent(self.me.name, state="failed", detail=str(exc)), warn=True)
+            raise RestartFromDisk(str(exc), ["--distrust-after", str(self.store.synced_index)]) from None
+        return True if result is None else result
+
+    def _storage_full(self, exc: StorageFull) -> None:
+        now = time.monotonic()
+        if self.storage.full(exc, now):
+            self.bus.event(StorageEvent(self.me.name, state="full", detail=str(exc)), warn=True)
+        self.execute(self.replica.storage_failed(f"order-{self.me.id}: {exc}", now))
+
+    def _probe_storage(self, now: float) -> None:
+        """The disk was full: try a small write (the hard state again)."""
+        raft = self.replica.raft
+        try:
+            self.store.save_hard_state(raft.term, raft.voted_for)
+        except StorageFull as exc:
+            self.storage.full(exc, now)
+            return
+        except StorageFailed as exc:
+            raise RestartFromDisk(str(exc), ["--distrust-after", str(self.store.synced_index)]) from None
+        self.storage.recovered()
+        self.bus.event(StorageEvent(self.me.name, state="ok", detail=f"{self.store.path} takes writes again"))
+        self.execute(self.replica.storage_recovered(now))
 
     def _crash(self, why: str) -> None:
         log.warning("failpoint: killing myself", failpoint=self.failpoint, why=why)

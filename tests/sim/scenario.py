@@ -24,7 +24,7 @@ def run(seed: int, duration: float = 3.0, trades: int = 60, trace: bool = False,
     t = 0.4
     while t < duration:
         kind = rng.choice(("crash", "crash_leader", "cut", "cut_catalog", "isolate_leader", "crash_catalog",
-                           "nothing"))
+                           "wipe", "nothing"))
         victim = rng.choice(world.ids)
         if kind == "crash":
             world._schedule(t, "call", lambda v=victim: world.crash(v))
@@ -47,6 +47,14 @@ def run(seed: int, duration: float = 3.0, trades: int = 60, trace: bool = False,
                         world.isolate(i)
                         world._schedule(world.now + rng.uniform(0.1, 0.8), "call", world.heal)
             world._schedule(t, "call", isolate_leader)
+        elif kind == "wipe":
+            def wipe(v=victim, back=rng.uniform(0.05, 0.6)) -> None:
+                # One lost disk at a time: with two of three, a majority forgot the history
+                # and nobody may elect anyone (which is what the blank rules make happen).
+                if all(not world.logs[p].is_blank() for p in world.ids if p != v):
+                    world.wipe(v)
+                    world._schedule(world.now + back, "call", lambda: world.restart(v))
+            world._schedule(t, "call", wipe)
         elif kind == "crash_catalog":
             world._schedule(t, "call", world.crash_catalog)
             world._schedule(t + rng.uniform(0.05, 0.5), "call", world.restart_catalog)

@@ -104,6 +104,40 @@ def test_with_several_batches_at_the_catalog_every_promise_still_holds(monkeypat
     assert not failures, "\n".join(failures[:10])
 
 
+def test_without_the_blank_rules_a_lost_disk_breaks_a_promise(monkeypatch):
+    """A replica that lost its disk has forgotten its votes and its log; if it
+    voted and campaigned as before, committed entries would be lost."""
+    def forgets_nothing(self, now):
+        last = self.started if self.last_contact is None else max(self.started, self.last_contact)
+        return now - last >= self.t.election_s
+
+    monkeypatch.setattr(Raft, "_may_vote", lambda self, candidate_blank: self.storage_ok)
+    monkeypatch.setattr(Raft, "_may_campaign", lambda self: self.storage_ok)
+    monkeypatch.setattr(Raft, "_silent_for_window", forgets_nothing)
+    assert _first_failing_seed() is not None
+
+
+def test_a_wiped_follower_rejoins_catches_up_and_votes_again():
+    world = World(seed=5)
+    for k in range(20):
+        world._schedule(0.3 + k * 0.02, "call", lambda k=k: world.place(f"a{k}", "FishCo", 1, "buy"))
+    world.run_until(1.0)
+    leader = next(i for i, n in world.nodes.items() if n and n.raft.is_leader())
+    follower = next(i for i in world.ids if i != leader)
+    world.wipe(follower)
+    world.run_until(world.now + 0.1)
+    world.restart(follower)
+    assert world.nodes[follower].raft.blank
+    world.run_until(world.now + 1.0)
+    rejoined = world.nodes[follower].raft
+    assert not rejoined.blank and rejoined.voted_for == leader  # its vote of this term is its leader's
+    assert world.logs[follower].entries(1, 999) == world.logs[leader].entries(1, world.logs[follower].last_index())
+    world.crash(leader)  # and now it can help elect the next one
+    world.run_until(world.now + 1.0)
+    assert any(n is not None and n.raft.is_leader() for n in world.nodes.values())
+    world.settle()
+
+
 def test_kill_the_leader_restart_it_kill_the_new_leader():
     """The case the public implementations fail, spelled out step by step."""
     world = World(seed=42)

@@ -94,7 +94,7 @@ class World:
         self.now = 0.0
         self.events: list[_Event] = []
         self.counter = 0
-        self.logs = {i: MemoryLog() for i in self.ids}
+        self.logs = {i: MemoryLog(blank=True) for i in self.ids}  # a new cluster: every disk is new
         self.nodes: dict[int, Replica | None] = {}
         self.catalog_store = MemoryCatalogStore({n: Stock(n, 10.0, q, 0, 1) for n, q in STOCKS.items()})
         self.catalog: Catalog | None = Catalog(self.catalog_store)
@@ -106,6 +106,10 @@ class World:
         self.tracker = LeaderTracker(self.ids)  # the frontend's leader tracking, as the clients' guide
         for i in self.ids:
             self._start(i)
+        for i in self.ids:  # the connections come up: every replica says hello to every other
+            for p in self.ids:
+                if p != i:
+                    self._execute(i, self.nodes[i].peer_up(p, self.now))
 
     # --- driving ------------------------------------------------------------
 
@@ -133,13 +137,21 @@ class World:
                 if node is not None:
                     self._execute(p, node.peer_down(i, self.now))
 
+    def wipe(self, i: int) -> None:
+        """Replica ``i`` loses its disk: it crashes, and comes back (at
+        :meth:`restart`) with a new, empty one, its log and votes forgotten."""
+        self.crash(i)
+        self._note(f"wipe {i}")
+        self.logs[i] = MemoryLog(blank=True)
+
     def restart(self, i: int) -> None:
         if self.nodes.get(i) is None:
             self._start(i)
-            for p in self.ids:  # peers' sockets reconnect and say so
+            for p in self.ids:  # the connections come up both ways, and say so
                 node = self.nodes.get(p)
                 if node is not None and p != i:
                     self._execute(p, node.peer_up(i, self.now))
+                    self._execute(i, self.nodes[i].peer_up(p, self.now))
 
     def crash_catalog(self) -> None:
         """The catalog dies: what it committed stays in its store."""

@@ -23,7 +23,7 @@ from common.protocol import (
     BackendStatus, BrokerStatus, CacheFlushedEvent, CacheStatus, CampaignEvent, CatalogStatus, CaughtUpEvent, Error, ErrorCode, Fence, Fenced, FrontendStatus,
     GetOrder, Heartbeat, JournalEntry, LeaderAnnouncement, LeaderBelief, LeaderChangedEvent, LeaderElectedEvent,
     LogEntry, Lookup, Message, NodeEvent, NodeKind, OrderInfo, PeerHello, PlaceTrade, ReplicaRole, ReplicaStatus,
-    SocketEvent, StartedEvent, SteppedDownEvent, StockChanged, StockChanges, StockInfo, StoppingEvent, Topic, TradeDone,
+    SocketEvent, StartedEvent, StorageEvent, SteppedDownEvent, StockChanged, StockChanges, StockInfo, StoppingEvent, Topic, TradeDone,
     TradeItem, TradeOutcome, TradeRecord, TradesApplied, VoteReply, VoteRequest,
 )
 
@@ -132,6 +132,7 @@ EXAMPLES: list[Message] = [
     CaughtUpEvent(node="order-3", index=90, leader=2),
     CampaignEvent(node="order-1", epoch=9, pre_vote=True, last_index=90),
     CacheFlushedEvent(node="frontend", reason="gap: change 12 after 10", flushes=3),
+    StorageEvent(node="order-2", state="full", detail="storage full: cannot write data/order-2.sqlite3 (12 KiB free)"),
     AuthRefusedEvent(node="catalog", socket="router", address="10.0.0.9", key="rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7",
                      reason="key not among the cluster's public keys"),
     AuthRefusedEvent(node="broker", socket="xsub", address="127.0.0.1", key="Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID",
@@ -217,7 +218,8 @@ def test_enum_fields_decode_to_their_members():
 
 def test_each_event_kind_is_a_message_named_by_its_kind():
     assert [cls.MSG for cls in EVENTS] == ["started", "stopping", "socket", "leader_elected", "stepped_down",
-                                           "leader_changed", "caught_up", "campaign", "cache_flushed", "auth_refused"]
+                                           "leader_changed", "caught_up", "campaign", "cache_flushed", "auth_refused",
+                                           "storage"]
     assert all(issubclass(cls, NodeEvent) and MESSAGES[cls.MSG] is cls for cls in EVENTS)
     body = _valid(CampaignEvent(node="order-1", epoch=9, pre_vote=True, last_index=90))
     assert body == {"v": PROTOCOL_VERSION, "msg": "campaign", "node": "order-1", "epoch": 9, "pre_vote": True,

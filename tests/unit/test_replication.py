@@ -333,3 +333,55 @@ def test_the_status_reports_raft_the_desk_and_the_shells_counters():
     follower = net.nodes[1].status()
     assert (follower.role, follower.leader, follower.ready, follower.down) == (ReplicaRole.FOLLOWER, 3, False, [2])
     assert not follower.recovering and follower.last_txn == 2 and follower.trades == 0
+
+
+# --- blank replicas (a new cluster, a lost disk) -------------------------------------------------------------
+
+
+def hello_all(net: Net) -> None:
+    """The connections come up: every replica says hello to every other."""
+    for i in net.ids:
+        for p in net.ids:
+            if p != i:
+                net.run(i, net.nodes[i].peer_up(p, net.now))
+
+
+def test_a_new_cluster_of_blank_replicas_elects_the_highest_id_once_all_said_hello():
+    # (Without the hellos at connection time, blank replicas say it again every window.)
+    net = Net(logs={i: MemoryLog(blank=True) for i in (1, 2, 3)})
+    hello_all(net)
+    net.advance(1.0)
+    assert net.leader() == 3
+    net.place(3, "r1")
+    net.advance(0.3)
+    assert isinstance(net.reply("r1"), TradeDone)
+    assert not any(net.logs[i].is_blank() for i in (1, 2, 3))  # all caught up, all voters now
+
+
+def test_a_blank_replica_votes_for_nobody_with_history_until_it_caught_up():
+    net = elected()
+    hello_all(net)
+    net.place(3, "r1")
+    net.logs[1] = MemoryLog(blank=True)  # replica 1 lost its disk
+    net.nodes[1] = Replica(1, [2, 3], net.logs[1], TIMING, 0.1, net.now)
+    request = VoteRequest(term=9, candidate=2, last_index=0, last_term=0, pre_vote=False)
+    replies = [o.msg for o in net.nodes[1].on_peer(request, net.now) if isinstance(o, SendPeer)]
+    assert replies == [VoteReply(term=9, voter=1, granted=False, pre_vote=False, log_ahead=False, blank=True)]
+    assert net.logs[1].voted_for is None  # not even recorded
+    net.advance(0.5)  # the leader's heartbeats carry everything to it
+    assert not net.logs[1].is_blank() and net.logs[1].voted_for == 3 and net.logs[1].term == net.nodes[3].raft.term
+    assert net.logs[1].entries(1, 99) == net.logs[3].entries(1, 99)
+
+
+def test_a_follower_whose_log_shrank_is_sent_what_it_lacks_again():
+    net = elected()
+    for k in range(5):
+        net.place(3, f"r{k}")
+    net.advance(0.2)
+    leader = net.nodes[3].raft
+    assert leader.match_index[1] == net.logs[3].last_index()
+    net.logs[1] = MemoryLog(blank=True)  # lost its disk; the leader still believes it holds everything
+    net.nodes[1] = Replica(1, [2, 3], net.logs[1], TIMING, 0.1, net.now)
+    net.advance(0.3)
+    assert net.logs[1].last_index() == net.logs[3].last_index()
+    assert leader.match_index[1] == net.logs[3].last_index()

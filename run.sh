@@ -25,6 +25,8 @@ usage: ./run.sh [command] [node]
   status           which nodes run, and the cluster as the frontend sees it
   logs [node]      follow the logs (of one node)
   monitor          the live cluster view (python -m broker.monitor)
+  reset <node>     wipe a stopped node's data on purpose (an order replica then copies the
+                   history back from the leader before it votes); stops it first if it runs
   keys [--force]   make the CURVE key pairs config.toml's [security] keys_dir lacks
                    (--force: all of them anew); up and start make them if there are none
   test [args]      install test dependencies and run the test suite (pytest args allowed)
@@ -198,6 +200,14 @@ case "$cmd" in
     ;;
   monitor) install; exec "$PY" -m broker.monitor --config "$CONFIG" "$@" ;;
   keys) install; exec "$PY" -m common.cluster keys --config "$CONFIG" "$@" ;;
+  reset)
+    [ $# -gt 0 ] || { echo "usage: ./run.sh reset <node>" >&2; exit 2; }
+    install
+    load_nodes
+    case "$1" in catalog*) ;; *) node_args "$1" >/dev/null ;; esac
+    if pid_of "${1%!}" >/dev/null; then stop_node "${1%!}"; fi
+    exec "$PY" -m common.cluster reset "$1" --config "$CONFIG"
+    ;;
   test)
     install "[test]"
     exec "$PY" -m pytest "$@"

@@ -72,9 +72,49 @@ def make_keys(config: configuration.Config, force: bool = False, if_none: bool =
         print("note: [security] curve = false in the config: the nodes do not use them")
 
 
+def data_files(config: configuration.Config, node: str) -> list:
+    """A node's database, its WAL and shared-memory files, and its marker."""
+    base = config.data_dir / f"{node}.sqlite3"
+    return [base, base.with_name(base.name + "-wal"), base.with_name(base.name + "-shm"),
+            config.data_dir / f"{node}.id"]
+
+
+def reset(config: configuration.Config, node: str | None) -> int:
+    """Wipe a stopped node's data on purpose, so that it starts empty.
+
+    An order replica then starts *blank*: it neither votes nor counts toward a
+    majority until it has copied the history from the leader. The catalog is
+    not replicated: reset, it starts from the CSV again, forgetting what
+    trades did to the stocks, so it is refused here unless asked for with
+    ``catalog!``.
+    """
+    replicas = {r.name for r in config.orders}
+    if node not in replicas and node not in ("catalog", "catalog!"):
+        print(f"reset what? one of {', '.join(sorted(replicas))} (the broker and frontends keep no data)",
+              file=sys.stderr)
+        return 2
+    if node == "catalog":
+        print("the catalog is not replicated: reset, it forgets what every trade did to the stocks and "
+              "the books no longer balance with the order log. If that is really what you want: "
+              "./run.sh reset 'catalog!'", file=sys.stderr)
+        return 2
+    name = node.rstrip("!")
+    removed = [path for path in data_files(config, name) if path.exists()]
+    for path in removed:
+        path.unlink()
+    if removed:
+        print(f"reset {name}: removed {', '.join(str(p) for p in removed)}")
+    else:
+        print(f"reset {name}: it had no data in {config.data_dir}")
+    if name in replicas:
+        print(f"{name} starts empty: it copies the history from the leader before it votes again")
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m common.cluster")
-    parser.add_argument("command", choices=("nodes", "wait", "status", "url", "keys"))
+    parser.add_argument("command", choices=("nodes", "wait", "status", "url", "keys", "reset"))
+    parser.add_argument("node", nargs="?", help="reset: the node whose data to wipe")
     parser.add_argument("--config", default="config.toml")
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--force", action="store_true", help="keys: make every key pair anew")
@@ -83,6 +123,8 @@ def main() -> None:
     config = configuration.load(args.config)
     if args.command == "keys":
         make_keys(config, args.force, args.if_none)
+    elif args.command == "reset":
+        sys.exit(reset(config, args.node))
     elif args.command == "nodes":
         for name, argv in node_commands(config):
             print(name + "\t" + " ".join(argv))

@@ -146,11 +146,18 @@ def open_database(path: Path, node: str, cluster_id: str, schema: str, reset_hin
                 raise StorageCorrupt(
                     f"{path} holds the data of {key} {meta[key]!r}, not {expected!r}: a file from elsewhere was "
                     f"put there. Put back {node}'s own file, or run `{reset_hint}` to start it empty", str(path))
+    if existed and not meta:
+        db.close()
+        raise StorageCorrupt(
+            f"{path} holds no record of whose data it is, which every node writes when it creates its file: "
+            f"it is damaged, or its write-ahead log ({path.name}-wal) was lost. Restore both, or run "
+            f"`{reset_hint}` to start {node} empty", str(path))
     if not meta:
         db.execute("BEGIN")
         db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                        (("cluster", cluster_id), ("node", node)))
         db.execute("COMMIT")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the identity lives in the file itself from now on
     marker.write_text(f"{node} of cluster {cluster_id}: its data is {path.name}\n")
     return Opened(db, blank=not existed)
 

@@ -146,6 +146,7 @@ class Cluster:
     frontend_args: list[str] = field(default_factory=list)
     first_start_args: dict[str, list[str]] = field(default_factory=dict)
     links: bool = False
+    data_dirs: dict[str, Path] = field(default_factory=dict)
     addresses: dict[str, str] = field(default_factory=dict)
     bind_any: tuple[str, ...] = ()
 
@@ -187,7 +188,9 @@ class Cluster:
             if self.hub is not None:  # this node's own view: every other node behind a link
                 config = self.workdir / f"config-{name}.toml"
                 config.write_text(self.config_text(view=name))
-            self.nodes[name] = Process(name, [*argv[:2], "--config", str(config), *argv[2:]], logs / f"{name}.log", env)
+            own = ["--data-dir", str(self.data_dirs[name])] if name in self.data_dirs else []
+            self.nodes[name] = Process(name, [*argv[:2], "--config", str(config), *own, *argv[2:]],
+                                       logs / f"{name}.log", env)
 
         add("broker", ["-m", "broker"])
         add("catalog", ["-m", "catalog"])
@@ -244,6 +247,10 @@ class Cluster:
 
     # --- life cycle -------------------------------------------------------------
 
+    def data_dir(self, name: str) -> Path:
+        """Where node ``name`` keeps its database (``data_dirs`` may give a node its own disk)."""
+        return self.data_dirs.get(name, self.workdir / "data")
+
     def seed(self, trades: int) -> int:
         """Before :meth:`start`: a history of ``trades`` trades in every node's
         database (:func:`harness.seed.seed_history`). :returns: the last log index."""
@@ -255,7 +262,7 @@ class Cluster:
     def wipe(self, name: str) -> None:
         """What ``./run.sh reset <name>`` does to a stopped node: its database,
         and the marker that says it had one, are gone; it starts blank."""
-        data = self.workdir / "data"
+        data = self.data_dir(name)
         for path in (data / f"{name}.sqlite3", data / f"{name}.sqlite3-wal", data / f"{name}.sqlite3-shm",
                      data / f"{name}.id"):
             path.unlink(missing_ok=True)
@@ -363,7 +370,7 @@ class Cluster:
 
     def order_log(self, i: int) -> list[tuple]:
         """Replica ``i``'s trades: ``(txn, request_id, name, quantity, side)`` by index."""
-        path = self.workdir / "data" / f"order-{i}.sqlite3"
+        path = self.data_dir(f"order-{i}") / f"order-{i}.sqlite3"
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
             return db.execute(
                 "SELECT txn, request_id, name, quantity, side FROM log WHERE txn IS NOT NULL ORDER BY idx"
@@ -371,13 +378,13 @@ class Cluster:
 
     def stocks(self) -> dict[str, tuple[float, int, int, int]]:
         """The catalog's table: ``name -> (price, quantity, volume, version)``."""
-        path = self.workdir / "data" / "catalog.sqlite3"
+        path = self.data_dir("catalog") / "catalog.sqlite3"
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
             return {r[0]: tuple(r[1:]) for r in db.execute("SELECT name, price, quantity, volume, version FROM stocks")}
 
     def journal(self) -> list[tuple]:
         """The catalog's applied trades: ``(seq, request_id, name, quantity, side)``."""
-        path = self.workdir / "data" / "catalog.sqlite3"
+        path = self.data_dir("catalog") / "catalog.sqlite3"
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
             return db.execute(
                 "SELECT seq, request_id, name, quantity, side FROM journal WHERE seq IS NOT NULL ORDER BY seq"

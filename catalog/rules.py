@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from common.errors import StorageFull
 from common.protocol import (
     ApplyTrades, Error, ErrorCode, Fence, Fenced, JournalEntry, Lookup, Message, StockChanged, StockInfo,
     TradeItem, TradeOutcome, TradesApplied, TradeStatus, trade_problem,
@@ -108,6 +109,17 @@ class Applied:
     changes: list[tuple[Stock, int]]
 
 
+@dataclass
+class Answers:
+    """What :meth:`Catalog.handle_all` answered: one reply per request, the
+    stock changes committed (for the bus), and the refusal of a full disk if
+    one stopped the writes (for the node to report)."""
+
+    replies: list[Message]
+    changes: list[StockChanged]
+    full: StorageFull | None = None
+
+
 def settle(stock: Stock | None, quantity: int, side: str) -> tuple[TradeStatus, Stock | None]:
     """Decide one trade.
 
@@ -147,40 +159,61 @@ class Catalog:
     # --- requests -------------------------------------------------------------
 
     def handle(self, msg: Message) -> tuple[Message, list[StockChanged]]:
-        """Answer one catalog request (never raises on bad input).
+        """Answer one catalog request (never raises on bad input or a full disk).
 
         :returns: the reply, and the stock changes to publish on the bus
             (after the reply's commit, before the reply is sent).
         """
-        replies, changes = self.handle_all([msg])
-        return replies[0], changes
+        answers = self.handle_all([msg])
+        return answers.replies[0], answers.changes
 
-    def handle_all(self, msgs: list[Message]) -> tuple[list[Message], list[StockChanged]]:
-        """Answer requests that arrived together, in order (never raises on bad input).
+    def handle_all(self, msgs: list[Message]) -> Answers:
+        """Answer requests that arrived together, in order (never raises on
+        bad input or a full disk).
 
         Consecutive trade batches share one commit (group commit): while one
         commit's fsync runs, the next batches wait in the socket, and then all
         of them cost one fsync instead of one each.
 
-        :returns: one reply per request, and every stock change to publish
-            (after the commits, before the replies are sent).
-        :raises: whatever the store raises on a failed commit; then no reply
-            of the failed group may be sent (the leader resends).
+        A commit refused for want of space (:class:`StorageFull`) refuses its
+        own group and every later request that needs a write, with
+        ``storage_unavailable``; what committed before it keeps its replies
+        and changes, and later lookups are answered.
+
+        :raises StorageFailed: (from the store) the disk failed a write; then
+            no reply may be sent (the node restarts from its disk, the
+            leader resends).
         """
-        replies: list[Message | None] = [None] * len(msgs)
-        changes: list[StockChanged] = []
+        answers = Answers([None] * len(msgs), [])  # type: ignore[list-item]
         group = _Group(self)
         for i, msg in enumerate(msgs):
-            if isinstance(msg, ApplyTrades):
-                replies[i] = group.add(msg)
+            if isinstance(msg, ApplyTrades) and answers.full is None:
+                answers.replies[i] = group.add(msg)
+                group.members.append((i, msg.batch))
                 continue
-            if group.batches:
-                changes += group.commit()
-                group = _Group(self)
-            replies[i] = self._answer(msg)
-        if group.batches:
-            changes += group.commit()
-        return replies, changes  # type: ignore[return-value]
+            group = self._commit(group, answers)
+            if answers.full is not None and not isinstance(msg, Lookup):
+                answers.replies[i] = _refusal(answers.full, msg)
+                continue
+            try:
+                answers.replies[i] = self._answer(msg)
+            except StorageFull as exc:
+                answers.full = exc
+                answers.replies[i] = _refusal(exc, msg)
+        self._commit(group, answers)
+        return answers
+
+    def _commit(self, group: _Group, answers: Answers) -> _Group:
+        """Commit ``group`` if it holds batches; a fresh group to go on with."""
+        if not group.batches:
+            return group
+        try:
+            answers.changes += group.commit()
+        except StorageFull as exc:
+            answers.full = exc
+            for i, batch in group.members:
+                answers.replies[i] = _refusal(exc, batch=batch)
+        return _Group(self)
 
     def _answer(self, msg: Message) -> Message:
         if isinstance(msg, Lookup):
@@ -244,6 +277,7 @@ class _Group:
         self.stocks: dict[str, Stock] = {}       # the group's changes so far, by name
         self.fresh: dict[str, JournalRow] = {}   # the group's journal rows so far
         self.batches = 0
+        self.members: list[tuple[int, int]] = []  # (place in handle_all's list, batch number)
         self.changes: list[tuple[Stock, int]] = []
 
     def add(self, msg: ApplyTrades) -> Message:
@@ -251,11 +285,12 @@ class _Group:
         for item in msg.trades:
             problem = trade_problem(item.request_id, item.name, item.quantity, item.side)
             if problem:
-                return Error(ErrorCode.BAD_REQUEST, f"trade {item.request_id!r}: {problem}")
+                return Error(ErrorCode.BAD_REQUEST, f"trade {item.request_id!r}: {problem}", batch=msg.batch)
         try:
             applied = self.settle(msg.epoch, msg.trades)
         except StaleEpoch as exc:
-            return Error(ErrorCode.STALE_EPOCH, f"epoch {msg.epoch} is fenced off", epoch=exc.fence)
+            return Error(ErrorCode.STALE_EPOCH, f"epoch {msg.epoch} is fenced off", epoch=exc.fence,
+                         batch=msg.batch)
         return TradesApplied(batch=msg.batch, outcomes=applied.outcomes)
 
     def settle(self, epoch: int, trades: list[TradeItem]) -> Applied:
@@ -293,14 +328,25 @@ class _Group:
 
         :returns: the stock changes, for the bus.
         """
-        self.change.stocks = list(self.stocks.values())
-        self.catalog.store.commit(self.change)
         catalog = self.catalog
+        change = self.change
+        if change.journal or change.fence != catalog.fence or change.seq != catalog.seq:
+            change.stocks = list(self.stocks.values())
+            catalog.store.commit(change)
+        # else: every trade was a replay of a journaled one (a resend): nothing to write,
+        # so a resend is answered even while the disk is full.
         catalog.stocks.update(self.stocks)
         catalog.seq = self.change.seq
         catalog.fence = self.change.fence
         return [StockChanged(name=s.name, price=s.price, quantity=s.quantity, version=s.version, seq=seq)
                 for s, seq in self.changes]
+
+
+def _refusal(exc: StorageFull, msg: Message | None = None, batch: int | None = None) -> Error:
+    """``storage_unavailable`` for a request that needed a write; nothing of it was carried out."""
+    if isinstance(msg, ApplyTrades):
+        batch = msg.batch
+    return Error(ErrorCode.STORAGE, f"catalog: {exc}", batch=batch)
 
 
 def _replay(item: TradeItem, row: JournalRow) -> TradeOutcome:

@@ -130,31 +130,24 @@ class CatalogServer:
             return
         msgs = [msg for _, msg in batch]
         try:
-            replies, changes = self.catalog.handle_all(msgs)
-        except StorageFull as exc:
-            replies, changes = self._refuse_writes(msgs, exc), []
+            answers = self.catalog.handle_all(msgs)
         except StorageFailed as exc:
             self.bus.event(StorageEvent("catalog", state="failed", detail=str(exc)), warn=True)
             seq, rowid = self.store.synced
             raise RestartFromDisk(str(exc), ["--distrust-after", f"{seq}:{rowid}"]) from None
         committed = time.monotonic()
+        if answers.full is not None and self.storage.full(answers.full, committed):
+            self.bus.event(StorageEvent("catalog", state="full", detail=str(answers.full)), warn=True)
+        replies = answers.replies
         for msg, reply in zip(msgs, replies):
             self._count(msg, reply)
-        if changes:
-            self.bus.publish(Topic.STOCK, StockChanges(changes))
+        if answers.changes:
+            self.bus.publish(Topic.STOCK, StockChanges(answers.changes))
         published = time.monotonic()
         for (envelope, msg), reply in zip(batch, replies):
             if isinstance(msg, ApplyTrades) and msg.trace and isinstance(reply, TradesApplied):
                 reply = dataclasses.replace(reply, trace=[received, committed, published])
             rpc.send_reply(self.router, envelope, reply)
-
-    def _refuse_writes(self, msgs: list[Message], exc: StorageFull) -> list[Message]:
-        """The disk is full: what needs a write is refused, saying so; lookups
-        are answered (nothing of the refused group changed the table)."""
-        if self.storage.full(exc, time.monotonic()):
-            self.bus.event(StorageEvent("catalog", state="full", detail=str(exc)), warn=True)
-        refusal = Error(ErrorCode.STORAGE, f"catalog: {exc}")
-        return [self.catalog.handle(msg)[0] if isinstance(msg, Lookup) else refusal for msg in msgs]
 
     def _probe_storage(self, now: float) -> None:
         """The disk was full: try a small write (the table's figures again)."""

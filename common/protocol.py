@@ -114,13 +114,15 @@ class Message:
 @dataclass(frozen=True, slots=True)
 class Error(Message):
     """A request failed. ``leader``/``epoch`` are set on ``not_leader`` and
-    ``stale_epoch`` so the caller can find the current leader."""
+    ``stale_epoch`` so the caller can find the current leader; ``batch`` on
+    the catalog's refusal of an ``apply_trades``, naming the batch refused."""
 
     MSG: ClassVar[str] = "error"
     code: str
     message: str
     leader: int | None = None
     epoch: int | None = None
+    batch: int | None = None
 
 
 # --- catalog --------------------------------------------------------------

@@ -264,13 +264,18 @@ class Desk:
             if msg.code == ErrorCode.STALE_EPOCH and msg.epoch is not None and msg.epoch > self.epoch:
                 out.append(StepDownRequest(msg.epoch))
             elif self.batches and msg.code in (ErrorCode.BAD_REQUEST, ErrorCode.STORAGE):
-                # The catalog answers in order, so the refusal is the oldest batch's. Nothing of it
-                # was applied: its trades fail now, and a retry with the same request id starts afresh.
+                # The refusal names its batch (one that names none is the oldest's: the catalog
+                # answers in order); one for a batch no longer in flight answered a resend of a
+                # batch settled since, and is dropped. Nothing of the refused batch was applied:
+                # its trades fail now, and a retry with the same request id starts afresh.
                 # (bad_request: only a bug could get here, so fail it rather than retry forever;
                 # storage_unavailable: the catalog's disk is full, and the client says so.)
+                number = next(iter(self.batches)) if msg.batch is None else msg.batch
+                if number not in self.batches:
+                    return out
                 refusal = (Error(ErrorCode.STORAGE, msg.message) if msg.code == ErrorCode.STORAGE else
                            Error(ErrorCode.BAD_REQUEST, f"the catalog refused the batch: {msg.message}"))
-                for trade in self.batches.pop(next(iter(self.batches))).trades:
+                for trade in self.batches.pop(number).trades:
                     self.pending.pop(trade.item.request_id, None)
                     out.extend(ToClient(ref, refusal) for ref in trade.waiters)
                 self._pump(now, out)

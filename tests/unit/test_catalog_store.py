@@ -13,8 +13,11 @@ import pytest
 from catalog.rules import Catalog, MemoryCatalogStore, StaleEpoch, Stock
 from catalog.store import SqliteCatalogStore
 from common import codec
-from common.errors import ConfigError, RemoteProtocolError
-from common.protocol import PROTOCOL_VERSION, ApplyTrades, JournalEntry, Lookup, StockInfo, TradeItem, TradeOutcome
+from common.errors import ConfigError, RemoteProtocolError, StorageFull
+from common.protocol import (
+    PROTOCOL_VERSION, ApplyTrades, Fence, JournalEntry, Lookup, StockInfo, TradeItem, TradeOutcome,
+    TradesApplied,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -371,11 +374,12 @@ def batch(n: int, epoch: int, *trades: TradeItem) -> ApplyTrades:
 def test_batches_that_arrive_together_share_one_commit_and_settle_in_order():
     store = CountingStore(csv_stocks())
     catalog = Catalog(store)
-    replies, changes = catalog.handle_all([
+    answers = catalog.handle_all([
         batch(1, 1, buy("a", "FishCo", 6)),
         batch(2, 1, buy("b", "FishCo", 6), buy("a", "FishCo", 6)),  # b sees a's change; a is a replay
         batch(3, 1, sell("c", "FishCo", 1)),
     ])
+    replies, changes = answers.replies, answers.changes
     assert store.commits == 1
     assert [r.batch for r in replies] == [1, 2, 3]
     assert replies[0].outcomes[0] == TradeOutcome("a", "ok", seq=1, stock=StockInfo("FishCo", 24.5, 4, 11, 2, 1))
@@ -388,9 +392,9 @@ def test_batches_that_arrive_together_share_one_commit_and_settle_in_order():
 def test_a_stale_batch_in_a_group_is_refused_alone():
     store = CountingStore(csv_stocks())
     catalog = Catalog(store)
-    replies, _ = catalog.handle_all([batch(1, 3, buy("a")), batch(2, 2, buy("b")), batch(3, 3, buy("c"))])
+    replies = catalog.handle_all([batch(1, 3, buy("a")), batch(2, 2, buy("b")), batch(3, 3, buy("c"))]).replies
     assert [type(r).__name__ for r in replies] == ["TradesApplied", "Error", "TradesApplied"]
-    assert replies[1].code == "stale_epoch" and replies[1].epoch == 3
+    assert (replies[1].code, replies[1].epoch, replies[1].batch) == ("stale_epoch", 3, 2)
     assert store.commits == 1 and catalog.fence == 3 and catalog.seq == 2
     assert store.journaled("b") is None  # nothing of it was written
 
@@ -398,8 +402,8 @@ def test_a_stale_batch_in_a_group_is_refused_alone():
 def test_a_lookup_between_batches_sees_what_was_committed_before_it():
     store = CountingStore(csv_stocks())
     catalog = Catalog(store)
-    replies, _ = catalog.handle_all([batch(1, 1, buy("a", quantity=10)), Lookup("GameStart"),
-                                     batch(2, 1, buy("b", quantity=10))])
+    replies = catalog.handle_all([batch(1, 1, buy("a", quantity=10)), Lookup("GameStart"),
+                                  batch(2, 1, buy("b", quantity=10))]).replies
     assert replies[1].quantity == 90 and store.commits == 2
     assert catalog.lookup("GameStart").quantity == 80
 
@@ -414,3 +418,51 @@ def test_a_failed_group_commit_changes_nothing():
     with pytest.raises(OSError):
         catalog.handle_all([batch(1, 1, buy("a")), batch(2, 2, buy("b"))])
     assert state(catalog) == before
+
+
+class FillingStore(MemoryCatalogStore):
+    """A store whose disk fills after ``room`` commits."""
+
+    def __init__(self, stocks, room: int) -> None:
+        super().__init__(stocks)
+        self.room = room
+
+    def commit(self, change) -> None:
+        if self.room == 0:
+            raise StorageFull("storage full: cannot write catalog.sqlite3", "catalog.sqlite3", free_bytes=0)
+        self.room -= 1
+        super().commit(change)
+
+
+def test_a_full_disk_refuses_its_group_and_later_writes_but_keeps_what_committed_before():
+    catalog = Catalog(FillingStore(csv_stocks(), room=1))
+    answers = catalog.handle_all([
+        batch(1, 1, buy("a", quantity=10)),            # the first group: committed
+        Lookup("GameStart"),
+        batch(2, 1, buy("b", quantity=10)),            # the second group: the disk is full
+        batch(3, 1, buy("c", quantity=10)),
+        Lookup("GameStart"),                           # still answered, from what committed
+        Fence(epoch=2, after_seq=0, limit=10),         # needs a write: refused
+    ])
+    applied, first_look, refused_b, refused_c, second_look, fence = answers.replies
+    assert applied.batch == 1 and applied.outcomes[0].status == "ok"
+    assert first_look.quantity == 90 and second_look.quantity == 90
+    for reply, n in ((refused_b, 2), (refused_c, 3)):
+        assert (reply.code, reply.batch) == ("storage_unavailable", n)
+        assert "storage full" in reply.message
+    assert (fence.code, fence.batch) == ("storage_unavailable", None)
+    assert [(c.name, c.quantity, c.seq) for c in answers.changes] == [("GameStart", 90, 1)]
+    assert isinstance(answers.full, StorageFull)
+    assert (catalog.seq, catalog.fence, catalog.store.journaled("b")) == (1, 1, None)
+
+
+def test_a_resend_of_applied_batches_is_answered_while_the_disk_is_full():
+    catalog = Catalog(FillingStore(csv_stocks(), room=1))
+    first = catalog.handle(batch(1, 1, buy("a", quantity=3)))[0]
+    answers = catalog.handle_all([batch(1, 1, buy("a", quantity=3))])   # the leader's resend
+    assert answers.full is None and answers.changes == []
+    assert answers.replies[0] == TradesApplied(batch=1, outcomes=[TradeOutcome("a", "ok", seq=1)])
+    assert first.outcomes[0].seq == 1
+    # a replay from a higher epoch raises the fence, which needs a write
+    refused = catalog.handle_all([batch(1, 2, buy("a", quantity=3))]).replies[0]
+    assert (refused.code, refused.batch, catalog.fence) == ("storage_unavailable", 1, 1)

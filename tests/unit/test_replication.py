@@ -385,3 +385,22 @@ def test_a_follower_whose_log_shrank_is_sent_what_it_lacks_again():
     net.advance(0.3)
     assert net.logs[1].last_index() == net.logs[3].last_index()
     assert leader.match_index[1] == net.logs[3].last_index()
+
+
+def test_a_storage_refusal_fails_the_batch_it_names_and_no_other():
+    net = elected()
+    net.place(3, "r1")                          # batch 1: applied and settled
+    net.catalog_up = False                      # the next batch stays in flight
+    net.place(3, "r2")
+    leader = net.nodes[3]
+    (in_flight,) = leader.desk.batches
+    full = "catalog: storage full: cannot write catalog.sqlite3 (0 bytes free)"
+    # a late refusal of a resend of the settled batch: dropped, the batch in flight is untouched
+    net.run(3, leader.on_catalog(Error("storage_unavailable", full, batch=in_flight - 1), net.now))
+    assert net.reply("r2") is None and list(leader.desk.batches) == [in_flight]
+    # the refusal of the batch in flight: its trade fails, saying why, and nothing was logged
+    net.run(3, leader.on_catalog(Error("storage_unavailable", full, batch=in_flight), net.now))
+    refused = net.reply("r2")
+    assert (refused.code, refused.message) == ("storage_unavailable", full)
+    assert not leader.desk.batches and net.logs[3].by_request("r2") is None
+    assert net.reply("r1").txn == 1

@@ -231,6 +231,7 @@ class Backend:
                 sent = True
                 self._wait_for_news(version, min(LEADER_WAIT_S, remaining))
             except RemoteProtocolError as exc:
+                sent = True  # it reached the replica: whatever it did, the reply does not say
                 log.warning("bad reply from an order replica", replica=target, error=str(exc))
             self.counters.retries += 1
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from common import config as configuration
-from common.errors import NotLeader, PeerUnavailable, RemoteError, RpcTimeout
+from common.errors import NotLeader, PeerUnavailable, RemoteError, RemoteProtocolError, RpcTimeout
 from common.protocol import ErrorCode, Lookup, PlaceTrade, StockInfo, TradeDone
 from frontend.backend import Backend, Unavailable
 from frontend.leader import LeaderTracker
@@ -101,6 +101,14 @@ def test_a_trade_never_sent_is_not_unknown(backend):
     with pytest.raises(Unavailable) as info:
         backend.trade("k1", "FishCo", 1, "buy")  # no replica takes the connection
     assert not info.value.outcome_unknown and "try again" in info.value.message
+
+
+def test_a_trade_answered_only_with_undecodable_replies_is_unknown(backend):
+    backend.tracker.announce(3, 5)
+    backend.channels["order-3"].script = [RemoteProtocolError("reply is not msgpack")] * 50
+    with pytest.raises(Unavailable) as info:
+        backend.trade("k1", "FishCo", 1, "buy")
+    assert info.value.outcome_unknown and "same Idempotency-Key" in info.value.message
 
 
 def test_a_full_disk_is_a_503_at_once_that_names_it(backend):

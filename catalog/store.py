@@ -81,7 +81,8 @@ class SqliteCatalogStore:
         """
         self.path = path
         self.faults = faults or Faults(None)
-        self.db = open_database(path, "catalog", cluster_id, SCHEMA, "./run.sh reset catalog").db
+        self.db = open_database(path, "catalog", cluster_id, SCHEMA,
+                                "./run.sh reset 'catalog!' (the stocks start again from the CSV)").db
         if self.db.execute("SELECT COUNT(*) FROM stocks").fetchone()[0] == 0:
             self._load_csv(stocks_csv)
         if distrust_after is not None:
@@ -151,7 +152,8 @@ class SqliteCatalogStore:
         initial = self.db.execute("SELECT name, quantity, volume FROM initial").fetchall()
         if not initial:
             raise StorageCorrupt(f"{self.path} has no record of its initial stocks, so what it wrote before a "
-                                 f"failed fsync cannot be undone; restore it, or run ./run.sh reset catalog",
+                                 f"failed fsync cannot be undone; restore it, or run ./run.sh reset 'catalog!' "
+                                 f"(the stocks start again from the CSV)",
                                  str(self.path))
 
         def work() -> None:

@@ -20,7 +20,8 @@
                                     refuses to start and says what to do)
 
 ZeroMQ's own exceptions (``zmq.Again``, ``zmq.ZMQError``) never leave the socket
-helpers in :mod:`common.rpc` and :mod:`common.bus`; they are translated there.
+helpers in :mod:`common.rpc`, :mod:`common.bus` and the frontend's
+:mod:`frontend.channel`; they are translated there.
 Errors travel over the wire as data (the ``Error`` message of
 :mod:`common.protocol`) and :func:`from_error_message` rebuilds them.
 """

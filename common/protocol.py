@@ -8,24 +8,26 @@ bump :data:`PROTOCOL_VERSION` when an old peer could misread the new form.
 
 Message families:
 
-* catalog service (REQ or DEALER -> catalog ROUTER): :class:`Lookup`,
+* catalog service (frontend or leader DEALER -> catalog ROUTER): :class:`Lookup`,
   :class:`ApplyTrades`, :class:`Fence`, answered by :class:`StockInfo`,
   :class:`TradesApplied`, :class:`Fenced` or :class:`Error`;
-* order service (frontend REQ -> replica ROUTER): :class:`PlaceTrade`,
+* order service (frontend DEALER -> replica ROUTER): :class:`PlaceTrade`,
   :class:`GetOrder`, answered by :class:`TradeDone`, :class:`OrderInfo` or
   :class:`Error`;
 * replication (replica DEALER -> replica ROUTER): :class:`VoteRequest`,
-  :class:`VoteReply`, :class:`AppendEntries`, :class:`AppendReply`;
+  :class:`VoteReply`, :class:`AppendEntries`, :class:`AppendReply`,
+  :class:`PeerHello`;
 * the bus (PUB -> broker -> SUB), one topic per family: :class:`Heartbeat`
   (carrying the sender's :class:`NodeKind` and its status:
   :class:`ReplicaStatus`, :class:`CatalogStatus`, :class:`FrontendStatus` or
   :class:`BrokerStatus`, the first two and the last with an :class:`AuthStatus`),
-  :class:`LeaderAnnouncement`, :class:`StockChanged`, and one class per
+  :class:`LeaderAnnouncement`, :class:`StockChanges` (the catalog's changes
+  of one commit; :class:`StockChanged` alone is still accepted), and one class per
   event kind (each a :class:`NodeEvent`): :class:`StartedEvent`,
   :class:`StoppingEvent`, :class:`SocketEvent`, :class:`LeaderElectedEvent`,
   :class:`SteppedDownEvent`, :class:`LeaderChangedEvent`,
   :class:`CaughtUpEvent`, :class:`CampaignEvent`, :class:`CacheFlushedEvent`,
-  :class:`AuthRefusedEvent`.
+  :class:`AuthRefusedEvent`, :class:`StorageEvent`.
 
 Every socket between nodes runs CurveZMQ (docs/PROTOCOL.md, "Security"),
 beneath these messages: the codec never sees a key.
@@ -378,10 +380,6 @@ class AppendReply(Message):
     blank: bool = False
 
 
-# --- bus ------------------------------------------------------------------
-
-
-
 @dataclass(frozen=True, slots=True)
 class PeerHello(Message):
     """A replica tells a peer who it is as soon as their connection is up.
@@ -392,6 +390,10 @@ class PeerHello(Message):
     replica: int
     term: int
     blank: bool
+
+
+# --- bus ------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class AuthStatus(Message):

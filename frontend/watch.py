@@ -7,10 +7,10 @@ connection to the broker with the socket monitor (a closed connection flushes
 the cache at once), and publishes the frontend's own heartbeat, with its
 cache and request figures, for the monitor.
 
-It also reads the socket monitors of the request handlers' REQ sockets
-(:meth:`BusWatcher.adopt`). A pool holds many sockets to one backend, so it
-reports each backend's connection only when it changes (up or down), not
-once per socket.
+It also reads the socket monitors of the backend channels' DEALER sockets
+(:meth:`BusWatcher.adopt`, :mod:`frontend.channel`), and reports each
+backend's connection only when it changes (up, down or refused), not at
+every reconnection attempt.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class BusWatcher:
         self._thread.join(timeout=2)
 
     def adopt(self, sock: zmq.Socket, label: str) -> None:
-        """Watch a request handler's new REQ socket to backend ``label``
+        """Watch a backend channel's new DEALER socket to backend ``label``
         (called before it connects, from any greenlet)."""
         monitor = sockets.watch(sock)
         with self.lock:
@@ -165,13 +165,13 @@ class BusWatcher:
                 return True
             if label in ("sub", "bus"):
                 pub.event(SocketEvent(self.name, socket=label, event=event, endpoint=endpoint))
-            else:  # one of many pooled REQ sockets: report the backend's state changes only
+            else:  # a backend channel's DEALER: report the backend's state changes only
                 state = {"connected": "up", "handshake_succeeded": "up", "disconnected": "down",
                          "handshake_failed": "refused", "handshake_failed_protocol": "refused",
                          "handshake_failed_auth": "refused"}.get(event)
                 if state is not None and self._links.get((label, endpoint)) != state:
                     self._links[(label, endpoint)] = state
-                    pub.event(SocketEvent(self.name, socket=f"req:{label}", event=event, endpoint=endpoint))
+                    pub.event(SocketEvent(self.name, socket=f"dealer:{label}", event=event, endpoint=endpoint))
             if label == "sub" and event == "disconnected" and self.cache is not None:
                 with self.lock:
                     self.cache.bus_disconnected()

@@ -2,7 +2,7 @@
 
 Sockets, all owned by the one loop thread::
 
-    router   ROUTER, bound   requests from frontends (REQ) and every message
+    router   ROUTER, bound   requests from frontends (DEALER) and every message
                              from the other replicas (their DEALERs)
     peer[p]  DEALER -> p     everything this replica sends to replica p
     catalog  DEALER -> catalog   trade batches and fences (leader only)

@@ -259,7 +259,7 @@ def test_a_process_on_a_nodes_port_without_its_key_gets_no_message(cluster_facto
         assert succeeded == [] and not impostor.poll(0)
         wait_until(lambda: "socket=catalog event=handshake_failed" in cluster.node("order-1").log(), 10,
                    "a replica to log its failed handshake with the impostor")
-        wait_until(lambda: "socket=req:catalog event=handshake_failed" in cluster.frontend.log(), 10,
+        wait_until(lambda: "socket=dealer:catalog event=handshake_failed" in cluster.frontend.log(), 10,
                    "the frontend to log its failed handshake with the impostor")
     finally:
         impostor.disable_monitor()

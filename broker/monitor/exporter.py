@@ -161,8 +161,14 @@ def _node(out: _Families, row: NodeRow, late: float) -> None:
                   node=node)
         if row.lag is not None:
             out.gauge("replica_lag_entries", "Log entries the replica is behind the leader.", row.lag, node=node)
+        out.gauge("replica_blank", "1 while the replica's data is new (a new cluster or a lost disk): it neither "
+                  "votes nor counts toward a majority until it has caught up.", 1 if r.blank else 0, node=node)
     if row.catalog is not None:
         _fields(out, row.catalog, CATALOG_GAUGES, CATALOG_COUNTERS, node)
+    disk = row.replica or row.catalog
+    if disk is not None:
+        out.gauge("storage_ok", "1 while the node's disk takes its writes; 0 when it is full (the node refuses "
+                  "what needs a write and serves the rest).", 1 if disk.storage == "ok" else 0, node=node)
     if row.frontend is not None:
         f = row.frontend
         out.gauge("frontend_leader_replica", "The replica a frontend sends trades to (0: none known).",

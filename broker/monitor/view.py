@@ -32,6 +32,7 @@ KIND_STYLES = {
     "node_back": "green", "bus_connected": "green", "caught_up": "green", "node_seen": "dim green",
     "leader_changed": "bold yellow", "cache_flushed": "cyan", "stock_gap": "magenta",
     SOCKETS: "blue", "stopping": "yellow", "started": "dim", "auth_refused": "bold red",
+    "storage": "bold red",
 }
 SOCKET_SHORT = {
     "connected": "conn", "connect_retried": "retry", "disconnected": "disc", "accepted": "accept",
@@ -183,10 +184,15 @@ def _cells(row: NodeRow) -> list[Text | str]:
         state.append(f" {_seconds(row.down_s)}")
     if row.restarts:
         state.append(f" ↻{row.restarts}", style="cyan")
+    disk = _storage(row)
+    if disk and row.state != "dead":
+        state.append(f" {disk}", style="bold red")
     role, epoch, txn, lag, load = "", "", "", "", ""
     if row.replica is not None:
         r = row.replica
         role = "recovering" if r.recovering and r.role is ReplicaRole.FOLLOWER else r.role.value
+        if r.blank:
+            role += " blank"
         epoch = str(r.term)
         txn = "none" if r.last_txn == 0 else str(r.last_txn)
         lag = "" if row.lag is None else str(row.lag)
@@ -218,6 +224,14 @@ def _cells(row: NodeRow) -> list[Text | str]:
         row.name, state, _seconds(row.age_s), Text(role, style=ROLE_STYLES.get(role, "")),
         epoch, txn, lag, load, _auth(row), _socket_summary(row.sockets),
     ]
+
+
+def _storage(row: NodeRow) -> str:
+    """``disk full`` (or what else the node's storage says) when it is not ok."""
+    status = row.replica or row.catalog
+    if status is None or status.storage == "ok":
+        return ""
+    return f"disk {status.storage}"
 
 
 def _auth(row: NodeRow) -> Text:
@@ -280,6 +294,8 @@ def describe(item: FeedItem) -> str:
         + (f" after {_seconds(d['down_s'])} ({d.get('retries')} retries)" if "down_s" in d else ""),
         "stock_gap": lambda: f"missed {d.get('missed')} stock change(s) on the bus: seq {d.get('expected')}"
         + (f" to {d['got'] - 1}" if isinstance(d.get("got"), int) and d["got"] - 1 != d.get("expected") else ""),
+        "storage": lambda: {"full": "DISK FULL", "failed": "DISK FAILED"}.get(d.get("state"), "disk ok")
+        + f": {d.get('detail')}",
         "auth_refused": lambda: f"REFUSED on {d.get('socket')}: key {d.get('key')} from {d.get('address')}"
         + (f" (and {d['repeated']} more like it)" if d.get("repeated") else "") + f": {d.get('reason')}",
     }

@@ -144,3 +144,14 @@ def test_addresses(text, host, port):
 def test_bad_addresses_say_the_form(text):
     with pytest.raises(ValueError, match="HOST:PORT"):
         Address.parse(text)
+
+
+def test_a_full_disk_and_a_blank_replica_are_exported(bus):
+    got = samples(bus)
+    assert get(got, "storage_ok", node="catalog") == 1 and get(got, "storage_ok", node="order-2") == 1
+    assert get(got, "replica_blank", node="order-1") == 0 and get(got, "storage_ok", node="frontend") is None
+    bus.status["order-2"] = dataclasses.replace(replica_status(2), storage="full", storage_detail="no space")
+    bus.status["order-1"] = dataclasses.replace(replica_status(1), blank=True)
+    bus.run(0.2, NODES)
+    got = samples(bus)
+    assert get(got, "storage_ok", node="order-2") == 0 and get(got, "replica_blank", node="order-1") == 1

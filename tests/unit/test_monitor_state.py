@@ -19,7 +19,7 @@ from broker.monitor.view import describe, render
 from common.protocol import (
     AuthRefusedEvent, AuthStatus, BackendStatus, BrokerStatus, CacheFlushedEvent, CacheStatus, CampaignEvent, CatalogStatus, CaughtUpEvent, FrontendStatus, Heartbeat,
     LeaderAnnouncement, LeaderBelief, LeaderChangedEvent, LeaderElectedEvent, NodeEvent, NodeKind, ReplicaRole,
-    ReplicaStatus, SocketEvent, StartedEvent, SteppedDownEvent, StockChanged, StockChanges, StoppingEvent, Topic,
+    ReplicaStatus, SocketEvent, StartedEvent, SteppedDownEvent, StockChanged, StockChanges, StoppingEvent, StorageEvent, Topic,
 )
 
 WINDOW_S = 0.3
@@ -477,3 +477,21 @@ def test_a_refused_connection_enters_the_feed_with_its_address_and_key(bus):
     assert describe(item) == (f"REFUSED on router: key {key} from 10.1.2.3 (and 2 more like it): "
                               "key not among the cluster's public keys")
     assert key in _text(bus.state.snapshot(bus.clock.now))
+
+
+# --- storage ----------------------------------------------------------------------
+
+
+def test_a_full_disk_is_shown_on_the_node_and_in_the_feed(bus):
+    detail = "storage full: cannot write data/catalog.sqlite3 (40 KiB free)"
+    bus.status["catalog"] = dataclasses.replace(catalog_status(), storage="full", storage_detail=detail)
+    bus.status["order-1"] = dataclasses.replace(replica_status(1), blank=True)
+    bus.run(0.2, NODES)
+    assert bus.event(StorageEvent("catalog", state="full", detail=detail)) == []
+    item = bus.state.feed.recent(1)[0]
+    assert (item.kind, item.node, describe(item)) == ("storage", "catalog", f"DISK FULL: {detail}")
+    text = _text(bus.state.snapshot(bus.clock.now))
+    assert text.count("disk full") == 1 and f"DISK FULL: {detail}" in text
+    assert "follower blank" in text
+    bus.event(StorageEvent("catalog", state="ok", detail="data/catalog.sqlite3 takes writes again"))
+    assert describe(bus.state.feed.recent(1)[0]) == "disk ok: data/catalog.sqlite3 takes writes again"

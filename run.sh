@@ -204,7 +204,11 @@ case "$cmd" in
     [ $# -gt 0 ] || { echo "usage: ./run.sh reset <node>" >&2; exit 2; }
     install
     load_nodes
-    case "$1" in catalog*) ;; *) node_args "$1" >/dev/null ;; esac
+    case "$1" in
+      catalog) exec "$PY" -m common.cluster reset catalog --config "$CONFIG" ;;  # refuses: say why, stop nothing
+      catalog!) ;;
+      *) node_args "$1" >/dev/null ;;
+    esac
     if pid_of "${1%!}" >/dev/null; then stop_node "${1%!}"; fi
     exec "$PY" -m common.cluster reset "$1" --config "$CONFIG"
     ;;

@@ -175,10 +175,12 @@ class Catalog:
         commit's fsync runs, the next batches wait in the socket, and then all
         of them cost one fsync instead of one each.
 
-        A commit refused for want of space (:class:`StorageFull`) refuses its
-        own group and every later request that needs a write, with
-        ``storage_unavailable``; what committed before it keeps its replies
-        and changes, and later lookups are answered.
+        A commit refused for want of space (:class:`StorageFull`) refuses the
+        batches of its group with ``storage_unavailable`` (those it refused
+        for their own reasons keep their replies); what committed before it
+        keeps its replies and changes, and every later request is still
+        tried: a lookup, a resend that writes nothing, a fence that is already
+        up are answered, a write the disk refuses again is refused.
 
         :raises StorageFailed: (from the store) the disk failed a write; then
             no reply may be sent (the node restarts from its disk, the
@@ -187,19 +189,16 @@ class Catalog:
         answers = Answers([None] * len(msgs), [])  # type: ignore[list-item]
         group = _Group(self)
         for i, msg in enumerate(msgs):
-            if isinstance(msg, ApplyTrades) and answers.full is None:
+            if isinstance(msg, ApplyTrades):
                 answers.replies[i] = group.add(msg)
                 group.members.append((i, msg.batch))
                 continue
             group = self._commit(group, answers)
-            if answers.full is not None and not isinstance(msg, Lookup):
-                answers.replies[i] = _refusal(answers.full, msg)
-                continue
             try:
                 answers.replies[i] = self._answer(msg)
             except StorageFull as exc:
                 answers.full = exc
-                answers.replies[i] = _refusal(exc, msg)
+                answers.replies[i] = _refusal(exc)
         self._commit(group, answers)
         return answers
 
@@ -212,7 +211,8 @@ class Catalog:
         except StorageFull as exc:
             answers.full = exc
             for i, batch in group.members:
-                answers.replies[i] = _refusal(exc, batch=batch)
+                if isinstance(answers.replies[i], TradesApplied):
+                    answers.replies[i] = _refusal(exc, batch=batch)
         return _Group(self)
 
     def _answer(self, msg: Message) -> Message:
@@ -221,7 +221,7 @@ class Catalog:
             return info if info is not None else Error(ErrorCode.STOCK_NOT_FOUND, "stock not found")
         if isinstance(msg, Fence):
             try:
-                self.raise_fence(msg.epoch)
+                self.raise_fence(msg.epoch, msg.after_seq)
             except StaleEpoch as exc:
                 return Error(ErrorCode.STALE_EPOCH, f"epoch {msg.epoch} is fenced off", epoch=exc.fence)
             entries, more = self.journal_after(msg.after_seq, max(1, min(msg.limit, FENCE_PAGE_MAX)))
@@ -244,16 +244,21 @@ class Catalog:
 
     # --- writes ---------------------------------------------------------------
 
-    def raise_fence(self, epoch: int) -> None:
+    def raise_fence(self, epoch: int, log_seq: int = 0) -> None:
         """Refuse requests from epochs below ``epoch`` from now on (durably).
 
+        :param log_seq: the highest change number the leader's log holds. The
+            catalog's own is never below it, but after the catalog lost its data
+            (``./run.sh reset 'catalog!'``): then its numbering goes on from
+            there, so that new trades never take numbers the log already has.
         :raises StaleEpoch: if a higher fence is already up.
         """
         if epoch < self.fence:
             raise StaleEpoch(self.fence)
-        if epoch > self.fence:
-            self.store.commit(Commit(fence=epoch, seq=self.seq))
-            self.fence = epoch
+        if epoch > self.fence or log_seq > self.seq:
+            seq = max(self.seq, log_seq)
+            self.store.commit(Commit(fence=epoch, seq=seq))
+            self.fence, self.seq = epoch, seq
 
     def apply(self, epoch: int, trades: list[TradeItem]) -> Applied:
         """Settle a batch of trades in one commit, in order.
@@ -342,10 +347,9 @@ class _Group:
                 for s, seq in self.changes]
 
 
-def _refusal(exc: StorageFull, msg: Message | None = None, batch: int | None = None) -> Error:
-    """``storage_unavailable`` for a request that needed a write; nothing of it was carried out."""
-    if isinstance(msg, ApplyTrades):
-        batch = msg.batch
+def _refusal(exc: StorageFull, batch: int | None = None) -> Error:
+    """``storage_unavailable`` for a request that needed a write (a batch's
+    number with it); nothing of it was carried out."""
     return Error(ErrorCode.STORAGE, f"catalog: {exc}", batch=batch)
 
 

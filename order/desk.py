@@ -279,6 +279,15 @@ class Desk:
                     self.pending.pop(trade.item.request_id, None)
                     out.extend(ToClient(ref, refusal) for ref in trade.waiters)
                 self._pump(now, out)
+            elif msg.code == ErrorCode.STORAGE and self.fence is not None and not self.batches:
+                # Our fence needs a write and the catalog's disk is full: no trade can go until it is
+                # raised, so the queued ones fail now, saying why (nothing of them was carried out); the
+                # fence is resent on the timer, and trades flow again once it is through.
+                refusal = Error(ErrorCode.STORAGE, msg.message)
+                while self.queue:
+                    trade = self.queue.popleft()
+                    self.pending.pop(trade.item.request_id, None)
+                    out.extend(ToClient(ref, refusal) for ref in trade.waiters)
         return out
 
     def tick(self, now: float) -> list:
@@ -328,10 +337,18 @@ class Desk:
             entries, raft_out = self.raft.propose(records, now)
             out.extend(raft_out)
             for entry in entries:
-                self.awaiting[entry.index] = Pending(
-                    TradeItem(entry.trade.request_id, entry.trade.name, entry.trade.quantity, entry.trade.side),
-                    entry=entry,
-                )
+                t = entry.trade
+                trade = self.pending.get(t.request_id)
+                if trade is not None and trade in self.queue:  # its retry came in while we fenced
+                    self.queue.remove(trade)
+                    if not _same(trade.item, t.name, t.quantity, t.side):
+                        self.pending.pop(t.request_id)
+                        out.extend(ToClient(ref, Error(*REFUSALS[TradeStatus.KEY_REUSED])) for ref in trade.waiters)
+                        trade = None
+                if trade is None:
+                    trade = Pending(TradeItem(t.request_id, t.name, t.quantity, t.side))
+                trade.entry = entry
+                self.awaiting[entry.index] = trade
         if msg.more and msg.entries:
             self._send_fence(msg.entries[-1].seq, now, out)
             return
@@ -366,7 +383,11 @@ class Desk:
                     self.pending.pop(outcome.request_id, None)
                     out.extend(ToClient(ref, _done(logged.trade, trade.stock)) for ref in trade.waiters)
                 else:
-                    self.awaiting.setdefault(logged.index, trade)
+                    waiting = self.awaiting.setdefault(logged.index, trade)
+                    if waiting is not trade:  # someone waits on that entry already: wait together
+                        waiting.waiters.extend(trade.waiters)
+                        waiting.stock = waiting.stock or trade.stock
+                        self.pending[outcome.request_id] = waiting
                 continue
             if outcome.seq >= self.next_seq:
                 self.held[outcome.seq] = (trade, outcome.seq)

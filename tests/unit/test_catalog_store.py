@@ -456,6 +456,25 @@ def test_a_full_disk_refuses_its_group_and_later_writes_but_keeps_what_committed
     assert (catalog.seq, catalog.fence, catalog.store.journaled("b")) == (1, 1, None)
 
 
+def test_after_a_full_disk_in_a_read_what_needs_no_write_is_still_answered():
+    catalog = Catalog(FillingStore(csv_stocks(), room=2))
+    catalog.handle_all([batch(1, 1, buy("a", quantity=3))])
+    answers = catalog.handle_all([
+        batch(2, 1, buy("b", quantity=3)),             # committed
+        Lookup("GameStart"),
+        batch(3, 1, buy("c", quantity=3)),             # the disk is full now
+        batch(4, 0, buy("d", quantity=3)),             # a deposed leader's, in the same group
+        Fence(epoch=1, after_seq=0, limit=10),         # already up: no write
+        batch(1, 1, buy("a", quantity=3)),             # a resend of a journaled trade: no write
+    ])
+    applied_b, _, refused_c, stale_d, fenced, replayed_a = answers.replies
+    assert applied_b.outcomes[0].seq == 2 and (refused_c.code, refused_c.batch) == ("storage_unavailable", 3)
+    assert (stale_d.code, stale_d.epoch, stale_d.batch) == ("stale_epoch", 1, 4)  # told it is fenced, still
+    assert fenced.epoch == 1 and [e.request_id for e in fenced.entries] == ["a", "b"]
+    assert replayed_a.outcomes == [TradeOutcome("a", "ok", seq=1)]
+    assert isinstance(answers.full, StorageFull) and [c.seq for c in answers.changes] == [2]
+
+
 def test_a_resend_of_applied_batches_is_answered_while_the_disk_is_full():
     catalog = Catalog(FillingStore(csv_stocks(), room=1))
     first = catalog.handle(batch(1, 1, buy("a", quantity=3)))[0]
@@ -466,3 +485,13 @@ def test_a_resend_of_applied_batches_is_answered_while_the_disk_is_full():
     # a replay from a higher epoch raises the fence, which needs a write
     refused = catalog.handle_all([batch(1, 2, buy("a", quantity=3))]).replies[0]
     assert (refused.code, refused.batch, catalog.fence) == ("storage_unavailable", 1, 1)
+
+
+def test_a_catalog_that_lost_its_data_numbers_on_from_the_leaders_log(store):
+    # after ./run.sh reset 'catalog!' the log already holds change numbers up to 50
+    fenced = store.handle(Fence(epoch=2, after_seq=50, limit=10))[0]
+    assert fenced.entries == [] and (store.seq, store.fence) == (50, 2)
+    applied = store.handle(batch(1, 2, buy("new")))[0]
+    assert applied.outcomes[0].seq == 51
+    store.handle(Fence(epoch=2, after_seq=40, limit=10))  # a log behind the catalog moves nothing
+    assert store.seq == 51

@@ -7,6 +7,7 @@ test spells out one rule of order/raft.py or order/desk.py.
 from __future__ import annotations
 
 from catalog.rules import Catalog, MemoryCatalogStore, Stock
+from common.errors import StorageFull
 from common.protocol import (
     AppendEntries, ApplyTrades, Error, GetOrder, LogEntry, OrderInfo, PlaceTrade, ReplicaRole, TradeDone, TradeItem,
     TradeRecord, VoteReply, VoteRequest,
@@ -404,3 +405,52 @@ def test_a_storage_refusal_fails_the_batch_it_names_and_no_other():
     assert (refused.code, refused.message) == ("storage_unavailable", full)
     assert not leader.desk.batches and net.logs[3].by_request("r2") is None
     assert net.reply("r1").txn == 1
+
+
+def test_a_retry_that_arrives_while_the_new_leader_fences_gets_the_adopted_trade():
+    net = elected()
+    net.catalog.handle(_apply("orphan", epoch=1))  # applied; replica 3 dies before logging it
+    net.catalog_up = False                         # the new leader's fence waits at the catalog
+    net.down.add(3)
+    for i in (1, 2):
+        net.run(i, net.nodes[i].peer_down(3, net.now))
+    net.advance(1.0)
+    leader = net.leader()
+    net.place(leader, "orphan", qty=3)             # the frontend's retry, queued: the leader is not ready
+    assert net.reply("orphan") is None
+    net.catalog_up = True
+    net.advance(0.5)                               # the fence goes through, the trade is adopted and commits
+    done = net.reply("orphan")
+    assert isinstance(done, TradeDone) and done.txn == 1
+    assert net.catalog.stocks["FishCo"].quantity == STOCKS["FishCo"] - 3  # applied once
+
+
+class FullDisk(MemoryCatalogStore):
+    full = False
+
+    def commit(self, change) -> None:
+        if self.full:
+            raise StorageFull("storage full: cannot write catalog.sqlite3 (0 bytes free)", "catalog.sqlite3", 0)
+        super().commit(change)
+
+
+def test_a_new_leader_whose_fence_meets_a_full_disk_fails_its_trades_saying_so():
+    net = Net()
+    store = FullDisk({n: Stock(n, 10.0, q, 0, 1) for n, q in STOCKS.items()})
+    net.catalog = Catalog(store)
+    net.advance(1.0)
+    store.full = True
+    net.down.add(3)
+    for i in (1, 2):
+        net.run(i, net.nodes[i].peer_down(3, net.now))
+    net.advance(1.0)
+    leader = net.leader()
+    net.place(leader, "r1")
+    net.advance(0.3)                                # the fence is resent, and refused again
+    refused = net.reply("r1")
+    assert (refused.code, refused.message) == ("storage_unavailable",
+                                               "catalog: storage full: cannot write catalog.sqlite3 (0 bytes free)")
+    store.full = False
+    net.advance(0.3)
+    net.place(leader, "r2")
+    assert isinstance(net.reply("r2"), TradeDone) and net.logs[leader].by_request("r1") is None

@@ -15,12 +15,20 @@ from common.node import run_main, stop_on_signals
 from .server import CatalogServer
 
 
+def _distrust_point(text: str) -> tuple[int, int]:
+    seq, _, rowid = text.partition(":")
+    try:
+        return int(seq), int(rowid)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SEQ:ROWID (two integers)") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m catalog", description="Run the Bazaar catalog node.")
     configuration.add_arguments(parser)
     parser.add_argument("--endpoint", help="override catalog.endpoint (and its bind address)")
     parser.add_argument("--storage-faults", type=Path, help=argparse.SUPPRESS)  # fault tests only
-    parser.add_argument("--distrust-after", metavar="SEQ:ROWID",
+    parser.add_argument("--distrust-after", metavar="SEQ:ROWID", type=_distrust_point,
                         help="drop what was journaled after this point and compute the stocks again before "
                              "starting: what was written after the last good fsync (the catalog passes it "
                              "itself when it restarts after a failed one)")
@@ -31,9 +39,8 @@ def main() -> None:
     stop = stop_on_signals()
     ctx = zmq.Context()
     try:
-        distrust = None if args.distrust_after is None else tuple(map(int, args.distrust_after.split(":")))
         CatalogServer(config, ctx, stop, time.monotonic(), storage_faults=args.storage_faults,
-                      distrust_after=distrust).run()
+                      distrust_after=args.distrust_after).run()
     finally:
         ctx.destroy(linger=0)
 

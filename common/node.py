@@ -19,7 +19,7 @@ from collections.abc import Callable
 import zmq
 
 from . import sockets
-from .errors import ConfigError, StorageCorrupt
+from .errors import ConfigError, StorageCorrupt, StorageError
 from .logs import get_logger
 from .protocol import StartedEvent, StoppingEvent
 
@@ -192,7 +192,11 @@ def _restart(exc: RestartFromDisk) -> None:
 def run_main(main: Callable[[], None]) -> None:
     """Run a node's ``main``; a configuration error, or data that cannot be
     trusted at start, exits with status 2 and a message that says what to
-    fix, not a traceback."""
+    fix, not a traceback. A disk that refuses the node's work before its loop
+    runs exits with status 1 and says so, except in a node restarted from
+    disk (``--distrust-after``): that one tries again every
+    :data:`RESTART_DELAY_S`, since what to distrust lives only in its
+    arguments."""
     try:
         main()
     except ConfigError as exc:
@@ -203,3 +207,8 @@ def run_main(main: Callable[[], None]) -> None:
         sys.exit(2)
     except RestartFromDisk as exc:
         _restart(exc)
+    except StorageError as exc:  # full or failing, at start
+        if any(arg.split("=", 1)[0] == "--distrust-after" for arg in sys.argv[1:]):
+            _restart(RestartFromDisk(str(exc), []))
+        print(f"storage error: {exc}", file=sys.stderr)
+        sys.exit(1)

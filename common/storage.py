@@ -106,13 +106,19 @@ class Opened:
     blank: bool
 
 
-def open_database(path: Path, node: str, cluster_id: str, schema: str, reset_hint: str) -> Opened:
+def open_database(path: Path, node: str, cluster_id: str, schema: str, reset_hint: str,
+                  created: tuple[tuple[str, object], ...] = ()) -> Opened:
     """Open (or create) ``node``'s database at ``path``, refusing data that
     cannot be trusted.
 
     :param schema: the tables, created if missing; must include ``meta(key, value)``.
     :param reset_hint: the command that starts the node empty on purpose.
+    :param created: more ``meta`` rows of a new database, written in the same
+        transaction as its identity (a crash in between must not leave a new
+        database that does not say it is new).
     :raises StorageCorrupt: with a message that says what to do.
+    :raises StorageFull, StorageFailed: the disk refused the work (nothing
+        is wrong with the data: do not reset it, make room or mend the disk).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     marker = path.with_name(f"{node}.id")
@@ -134,11 +140,15 @@ def open_database(path: Path, node: str, cluster_id: str, schema: str, reset_hin
         meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('cluster', 'node')"))
     except sqlite3.Error as exc:
         problem = classify(exc, path) or StorageCorrupt(f"{path} cannot be opened ({exc})", str(path))
+        if not isinstance(problem, StorageCorrupt):
+            raise problem from None  # full or failing: the data may be fine, so no advice to wipe it
         raise StorageCorrupt(f"{problem}. Restore the file from a backup, or run `{reset_hint}` to start {node} "
                              f"empty", str(path)) from None
     except StorageCorrupt as exc:
         raise StorageCorrupt(f"{exc}. Restore the file from a backup, or run `{reset_hint}` to start {node} "
                              f"empty", str(path)) from None
+    if existed and not meta and not marker.exists():
+        existed = False  # a creation that did not finish (its identity is written before the marker)
     if existed and meta:
         for key, expected in (("cluster", cluster_id), ("node", node)):
             if key in meta and meta[key] != expected:
@@ -153,11 +163,16 @@ def open_database(path: Path, node: str, cluster_id: str, schema: str, reset_hin
             f"it is damaged, or its write-ahead log ({path.name}-wal) was lost. Restore both, or run "
             f"`{reset_hint}` to start {node} empty", str(path))
     if not meta:
-        db.execute("BEGIN")
-        db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                       (("cluster", cluster_id), ("node", node)))
-        db.execute("COMMIT")
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the identity lives in the file itself from now on
+        try:
+            db.execute("BEGIN")
+            db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                           (("cluster", cluster_id), ("node", node), *created))
+            db.execute("COMMIT")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the identity lives in the file itself from now on
+        except sqlite3.Error as exc:
+            rollback(db)
+            db.close()
+            raise classify(exc, path) or StorageFailed(f"storage failed: {path}: {exc}", str(path)) from None
     marker.write_text(f"{node} of cluster {cluster_id}: its data is {path.name}\n")
     return Opened(db, blank=not existed)
 

@@ -84,10 +84,8 @@ class SqliteLog:
         """
         self.path = path
         self.faults = faults or Faults(None)
-        opened = open_database(path, node, cluster_id, SCHEMA, f"./run.sh reset {node}")
+        opened = open_database(path, node, cluster_id, SCHEMA, f"./run.sh reset {node}", created=(("blank", 1),))
         self.db = opened.db
-        if opened.blank:
-            self._commit_meta(("blank", 1))
         self._blank = self._meta("blank") == 1
         self._tail: list[LogEntry] = []     # the last entries, contiguous, ending at the last index
         self._unflushed = 0                 # how many at the end of the tail are only staged
@@ -257,7 +255,7 @@ class SqliteLog:
             self._insert(self._tail[-self._unflushed:], None)
         except BaseException:
             self._unflushed = 0
-            self._refresh()
+            self._reload()
             raise
         self._unflushed = 0
         self.synced_index = self._last_index
@@ -272,13 +270,23 @@ class SqliteLog:
         try:
             self._insert(entries, truncate_from)
         except StorageFailed:
-            self._refresh()
+            self._reload()
             raise
         if truncate_from is not None:
             self._refresh()
         else:
             self._added(entries)
         self.synced_index = self._last_index
+
+    def _reload(self) -> None:
+        """After a failed write: the log is what the file holds. A disk that
+        fails the reads too raises :class:`StorageFailed`, never a bare
+        SQLite error over the first one."""
+        try:
+            self._refresh()
+        except sqlite3.Error as exc:
+            raise classify(exc, self.path) or StorageFailed(f"storage failed: {self.path}: {exc}",
+                                                           str(self.path)) from None
 
     def _added(self, entries: list[LogEntry]) -> None:
         if not entries:

@@ -6,6 +6,7 @@ after the last good sync drops it."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from catalog.rules import Catalog
 from catalog.store import SqliteCatalogStore
 from common.errors import StorageCorrupt, StorageFailed, StorageFull
 from common.protocol import LogEntry, TradeItem, TradeRecord
+from common import storage
 from common.storage import Faults
+from order import store as order_store
 from order.store import SqliteLog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,6 +44,59 @@ def test_a_new_replica_is_blank_until_it_says_it_caught_up(tmp_path):
     log.close()
     log = log_at(path)
     assert not log.is_blank() and (tmp_path / "order-2.id").exists()
+    log.close()
+
+
+def test_a_creation_cut_short_starts_blank_again(tmp_path):
+    path = tmp_path / "order-2.sqlite3"
+    db = sqlite3.connect(path)  # the tables were made, then the node died before its identity was written
+    db.executescript(order_store.SCHEMA)
+    db.close()
+    log = log_at(path)
+    assert log.is_blank() and (tmp_path / "order-2.id").exists()
+    log.close()
+
+
+def test_a_database_that_lost_its_identity_is_refused(tmp_path):
+    path = tmp_path / "order-2.sqlite3"
+    log = log_at(path)
+    log.append([entry(1, 1)])
+    log.close()
+    db = sqlite3.connect(path)  # as when the write-ahead log that held the identity is lost
+    db.execute("DELETE FROM meta")
+    db.commit()
+    db.close()
+    with pytest.raises(StorageCorrupt, match=r"no record of whose data.*run.sh reset order-2"):
+        log_at(path)
+
+
+def test_a_full_disk_while_creating_is_a_full_disk_not_damage(tmp_path, monkeypatch):
+    real_connect = sqlite3.connect
+
+    class FullDisk:
+        """A connection whose disk fills at the first insert."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            self.db = real_connect(*args, **kwargs)
+
+        def execute(self, sql, *args):
+            if sql.startswith("INSERT"):
+                raise sqlite3.OperationalError("database or disk is full")
+            return self.db.execute(sql, *args)
+
+        def executemany(self, sql, *args):
+            return self.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self.db, name)
+
+    monkeypatch.setattr(storage.sqlite3, "connect", FullDisk)
+    with pytest.raises(StorageFull, match=r"storage full: cannot write .*order-2.sqlite3"):
+        log_at(tmp_path / "order-2.sqlite3")
+    monkeypatch.undo()
+    assert not (tmp_path / "order-2.id").exists()
+    log = log_at(tmp_path / "order-2.sqlite3")  # space is back: it starts, blank
+    assert log.is_blank()
     log.close()
 
 

@@ -367,7 +367,8 @@ class AppendReply(Message):
     index known equal to the leader's; on failure ``hint`` is where to retry.
     ``trace`` (when the request asked) is ``[received, replied]``; ``blank``:
     the follower's data is new and it has not caught up yet, so it counts
-    toward no majority."""
+    toward no majority; ``last``: the follower's last log index (a log
+    shorter than what it acknowledged lost data)."""
 
     MSG: ClassVar[str] = "append_reply"
     term: int
@@ -378,6 +379,7 @@ class AppendReply(Message):
     probe: int = 0
     trace: list[float] | None = None
     blank: bool = False
+    last: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -634,7 +634,7 @@ class Raft:
     def _reply_append(self, m: AppendEntries, success: bool, match: int, hint: int, out: list) -> None:
         out.append(SendPeer(m.leader, AppendReply(
             term=self.term, follower=self.me, success=success, match_index=match, hint=hint, probe=m.probe,
-            blank=self.blank,
+            blank=self.blank, last=self.log.last_index(),
         )))
 
     def _on_append_reply(self, m: AppendReply, now: float, out: list) -> None:
@@ -649,9 +649,11 @@ class Raft:
         if m.probe > self.acked_probe[peer]:
             self.acked_probe[peer] = m.probe
             self._confirm_reads(out)
-        if m.blank or (not m.success and m.hint < self.match_index[peer]):
-            # It lost what it had acknowledged (a new disk): count nothing of it
-            # until it acknowledges again, and send from what it has.
+        shrunk = (m.last < self.match_index[peer] if m.last is not None  # (a peer that does not say: guess)
+                  else not m.success and m.hint < self.match_index[peer])
+        if m.blank or shrunk:
+            # It lost what it had acknowledged (a new disk, a lost write-ahead log): count
+            # nothing of it until it acknowledges again, and send from what it has.
             self.match_index[peer] = min(self.match_index[peer], m.match_index if m.success else 0)
         if m.success:
             if m.match_index > self.match_index[peer]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from catalog.rules import Catalog, MemoryCatalogStore, Stock
 from common.errors import StorageFull
 from common.protocol import (
-    AppendEntries, ApplyTrades, Error, GetOrder, LogEntry, OrderInfo, PlaceTrade, ReplicaRole, TradeDone, TradeItem,
+    AppendEntries, AppendReply, ApplyTrades, Error, GetOrder, LogEntry, OrderInfo, PlaceTrade, ReplicaRole, TradeDone, TradeItem,
     TradeRecord, VoteReply, VoteRequest,
 )
 from order.desk import ToCatalog, ToClient
@@ -454,3 +454,20 @@ def test_a_new_leader_whose_fence_meets_a_full_disk_fails_its_trades_saying_so()
     net.advance(0.3)
     net.place(leader, "r2")
     assert isinstance(net.reply("r2"), TradeDone) and net.logs[leader].by_request("r1") is None
+
+
+def test_a_conflict_is_not_taken_for_a_lost_disk_but_a_shorter_log_is():
+    net = elected()
+    for k in range(5):
+        net.place(3, f"r{k}")
+    net.advance(0.2)
+    leader = net.nodes[3]
+    acked = leader.raft.match_index[1]
+    term = leader.raft.term
+    # a conflict further on (stale entries of an old term past what it acknowledged): its log is long
+    net.down.add(1)  # keep the real follower's answers out of it
+    leader.on_peer(AppendReply(term=term, follower=1, success=False, match_index=0, hint=1, last=acked + 5), net.now)
+    assert leader.raft.match_index[1] == acked
+    # a log shorter than what it acknowledged: it lost data, and counts for nothing until it acknowledges again
+    leader.on_peer(AppendReply(term=term, follower=1, success=False, match_index=0, hint=2, last=2), net.now)
+    assert leader.raft.match_index[1] == 0

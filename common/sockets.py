@@ -33,7 +33,6 @@ PUB_HWM = 10_000
 SUB_HWM = 10_000
 ROUTER_HWM = 10_000
 DEALER_HWM = 1_000
-REQ_HWM = 10
 
 EVENT_NAMES = {
     zmq.EVENT_CONNECTED: "connected",
@@ -64,7 +63,7 @@ WATCHED_EVENTS = (
 _HWM = {
     zmq.PUB: (PUB_HWM, 0), zmq.XPUB: (PUB_HWM, PUB_HWM), zmq.SUB: (0, SUB_HWM),
     zmq.XSUB: (SUB_HWM, SUB_HWM), zmq.ROUTER: (ROUTER_HWM, ROUTER_HWM),
-    zmq.DEALER: (DEALER_HWM, DEALER_HWM), zmq.REQ: (REQ_HWM, REQ_HWM),
+    zmq.DEALER: (DEALER_HWM, DEALER_HWM),
 }
 
 
@@ -136,7 +135,7 @@ def make_socket(ctx: zmq.Context, kind: int, *, immediate: bool = False, identit
         sock.setsockopt(zmq.SNDHWM, sndhwm)
     if rcvhwm:
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
-    if kind in (zmq.ROUTER, zmq.DEALER, zmq.REQ, zmq.SUB, zmq.XSUB, zmq.XPUB):
+    if kind in (zmq.ROUTER, zmq.DEALER, zmq.SUB, zmq.XSUB, zmq.XPUB):
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     if kind == zmq.ROUTER:
         # A peer that redials with its routing id takes it over at once (by

@@ -72,8 +72,8 @@ class Channel:
     def close(self) -> None:
         self._watcher.stop()
         self._watcher.close()
-        for result in self._waiting.values():
-            result.set_exception(PeerUnavailable(f"the channel to {self.endpoint} closed"))
+        for result in self._waiting.values():  # sent, never answered: their outcome is unknown
+            result.set_exception(RpcTimeout(f"the channel to {self.endpoint} closed before the reply"))
         self._waiting.clear()
         sockets.close(self.sock)
 

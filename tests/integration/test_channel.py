@@ -117,3 +117,18 @@ def test_a_cancelled_wait_gives_up_at_once(ctx):
     finally:
         channel.close()
         server.close()
+
+
+def test_a_request_waiting_when_the_channel_closes_is_of_unknown_outcome(ctx):
+    where = endpoint()
+    server = Server(ctx, where, silent=("FishCo",))
+    channel = Channel(ctx, where)
+    try:
+        waiting = gevent.spawn(channel.request, Lookup("FishCo"), 5.0)
+        gevent.sleep(0.05)  # sent, and unanswered
+        channel.close()
+        waiting.join(timeout=2)
+        assert isinstance(waiting.exception, RpcTimeout)  # not PeerUnavailable: it was sent
+        assert "closed before the reply" in str(waiting.exception)
+    finally:
+        server.close()

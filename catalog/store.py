@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import csv
 import math
-import sqlite3
 from pathlib import Path
 
 from common.errors import ConfigError, StorageCorrupt
 from common.protocol import JournalEntry
-from common.storage import Faults, classify, open_database, rollback
+from common.storage import Faults, open_database, write
 
 from .rules import Commit, JournalRow, Stock
 SCHEMA = """
@@ -121,27 +120,8 @@ class SqliteCatalogStore:
         self.synced = (change.seq, self._last_rowid())
 
     def _write(self, work) -> None:
-        """Run ``work`` in one transaction, translating storage failures.
-
-        :raises StorageFull: nothing was written.
-        :raises StorageFailed: the write or its fsync failed; it may or may not be on the disk.
-        """
-        fault = self.faults.next_fault()
-        try:
-            self.faults.before_commit(fault, self.path)
-            self.db.execute("BEGIN IMMEDIATE")
-            work()
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            rollback(self.db)
-            problem = classify(exc, self.path)
-            if problem is None:
-                raise
-            raise problem from None
-        except BaseException:
-            rollback(self.db)
-            raise
-        self.faults.after_commit(fault, self.path)
+        """Run ``work`` in one transaction (:func:`common.storage.write`)."""
+        write(self.db, self.path, self.faults, work)
 
     def _last_rowid(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(rowid), 0) FROM journal").fetchone()[0]

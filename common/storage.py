@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,31 @@ def rollback(db: sqlite3.Connection) -> None:
             db.execute("ROLLBACK")
         except sqlite3.Error:
             pass
+
+
+def write(db: sqlite3.Connection, path: Path, faults: Faults, work: Callable[[], object]) -> None:
+    """Run ``work`` in one write transaction on ``db`` (``path``'s), with
+    ``faults`` injected, translating storage failures.
+
+    :raises StorageFull: nothing was written.
+    :raises StorageFailed: the write or its fsync failed; it may or may not be on the disk.
+    """
+    fault = faults.next_fault()
+    try:
+        faults.before_commit(fault, path)
+        db.execute("BEGIN IMMEDIATE")
+        work()
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        rollback(db)
+        problem = classify(exc, path)
+        if problem is None:
+            raise
+        raise problem from None
+    except BaseException:
+        rollback(db)
+        raise
+    faults.after_commit(fault, path)
 
 
 @dataclass(frozen=True)

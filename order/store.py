@@ -35,7 +35,7 @@ from pathlib import Path
 
 from common.errors import StorageFailed
 from common.protocol import LogEntry, TradeRecord
-from common.storage import Faults, classify, open_database, rollback
+from common.storage import Faults, classify, open_database, write
 
 # Recent entries kept in memory (plus whatever is staged and not yet flushed).
 TAIL_MAX = 4096
@@ -218,27 +218,8 @@ class SqliteLog:
         self._write(lambda: self.db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", pairs))
 
     def _write(self, work) -> None:
-        """Run ``work`` in one transaction, translating storage failures.
-
-        :raises StorageFull: nothing was written.
-        :raises StorageFailed: the write or its fsync failed; it may or may not be on the disk.
-        """
-        fault = self.faults.next_fault()
-        try:
-            self.faults.before_commit(fault, self.path)
-            self.db.execute("BEGIN")
-            work()
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            rollback(self.db)
-            problem = classify(exc, self.path)
-            if problem is None:
-                raise
-            raise problem from None
-        except BaseException:
-            rollback(self.db)
-            raise
-        self.faults.after_commit(fault, self.path)
+        """Run ``work`` in one transaction (:func:`common.storage.write`)."""
+        write(self.db, self.path, self.faults, work)
 
     def stage(self, entries: list[LogEntry]) -> None:
         if entries and entries[0].index != self._last_index + 1:

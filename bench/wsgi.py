@@ -127,10 +127,14 @@ def main() -> None:
                     print(f"| {r} | {name} | {g['p50_ms']:.3f} | {g['rps']:.0f} | {g['cpu_us']:.0f} | "
                           f"{g['other']:.2f} |", flush=True)
                 a, b = got["gevent.pywsgi"], got["gunicorn gevent"]
-                ratios.append((a["cpu_us"] / b["cpu_us"], a["rps"] / b["rps"], a["p50_ms"] / b["p50_ms"]))
+                ratios.append((a["cpu_us"] / b["cpu_us"] if a["cpu_us"] and b["cpu_us"] else None,
+                               a["rps"] / b["rps"], a["p50_ms"] / b["p50_ms"]))
             print("\npywsgi / gunicorn, median over rounds (min..max):")
             for i, label in enumerate(("server CPU per request", "requests/s", "p50")):
-                values = [x[i] for x in ratios]
+                values = [x[i] for x in ratios if x[i] is not None]
+                if not values:  # /proc counts CPU time in 10 ms ticks: a phase that short reads 0
+                    print(f"  {label}: n/a (phases too short to measure CPU time; use more requests)")
+                    continue
                 print(f"  {label}: {statistics.median(values):.2f} ({min(values):.2f}..{max(values):.2f})")
         finally:
             servers.close()

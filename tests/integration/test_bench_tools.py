@@ -95,8 +95,10 @@ def test_wsgi_bench_measures_both_servers_and_stops_them():
     out = run_bench("wsgi", ["--clients", "1", "-n", "30", "--rounds", "1"], timeout=120)
     for server in ("gunicorn gevent", "gevent.pywsgi"):
         assert re.search(r"^\| 1 \| " + re.escape(server) + r" \| [0-9.]+ \| \d+ \| \d+ \|", out, re.M), out
-    for label in ("server CPU per request", "requests/s", "p50"):
+    for label in ("requests/s", "p50"):
         assert re.search(rf"  {re.escape(label)}: [0-9.]+ \(", out), out
+    # so few requests may take less CPU than /proc's 10 ms tick can show: a figure, or why there is none
+    assert re.search(r"  server CPU per request: ([0-9.]+ \(|n/a \(phases too short)", out), out
     assert "stopped pywsgi" in out and "stopped bare-route" in out
 
 

@@ -34,6 +34,7 @@ Like :mod:`order.raft`, this imports no socket and reads no clock.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,20 +276,21 @@ class Desk:
                     return out
                 refusal = (Error(ErrorCode.STORAGE, msg.message) if msg.code == ErrorCode.STORAGE else
                            Error(ErrorCode.BAD_REQUEST, f"the catalog refused the batch: {msg.message}"))
-                for trade in self.batches.pop(number).trades:
-                    self.pending.pop(trade.item.request_id, None)
-                    out.extend(ToClient(ref, refusal) for ref in trade.waiters)
+                self._fail(self.batches.pop(number).trades, refusal, out)
                 self._pump(now, out)
             elif msg.code == ErrorCode.STORAGE and self.fence is not None and not self.batches:
                 # Our fence needs a write and the catalog's disk is full: no trade can go until it is
                 # raised, so the queued ones fail now, saying why (nothing of them was carried out); the
                 # fence is resent on the timer, and trades flow again once it is through.
-                refusal = Error(ErrorCode.STORAGE, msg.message)
-                while self.queue:
-                    trade = self.queue.popleft()
-                    self.pending.pop(trade.item.request_id, None)
-                    out.extend(ToClient(ref, refusal) for ref in trade.waiters)
+                self._fail(self.queue, Error(ErrorCode.STORAGE, msg.message), out)
+                self.queue.clear()
         return out
+
+    def _fail(self, trades: Iterable[Pending], refusal: Error, out: list) -> None:
+        """Tell every waiter of ``trades`` that they failed (nothing of them was carried out)."""
+        for trade in trades:
+            self.pending.pop(trade.item.request_id, None)
+            out.extend(ToClient(ref, refusal) for ref in trade.waiters)
 
     def tick(self, now: float) -> list:
         out: list = []

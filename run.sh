@@ -25,8 +25,10 @@ usage: ./run.sh [command] [node]
   status           which nodes run, and the cluster as the frontend sees it
   logs [node]      follow the logs (of one node)
   monitor          the live cluster view (python -m broker.monitor)
-  reset <node>     wipe a stopped node's data on purpose (an order replica then copies the
-                   history back from the leader before it votes); stops it first if it runs
+  reset <node>     wipe a node's data on purpose, stopping it first if it runs: an order
+                   replica then copies the history back from the leader before it votes, the
+                   catalog rebuilds its table from the order log (nothing is lost either way)
+  reset all        stop every node and wipe all their data: a new, empty cluster
   keys [--force]   make the CURVE key pairs config.toml's [security] keys_dir lacks
                    (--force: all of them anew); up and start make them if there are none
   test [args]      install test dependencies and run the test suite (pytest args allowed)
@@ -201,15 +203,15 @@ case "$cmd" in
   monitor) install; exec "$PY" -m broker.monitor --config "$CONFIG" "$@" ;;
   keys) install; exec "$PY" -m common.cluster keys --config "$CONFIG" "$@" ;;
   reset)
-    [ $# -gt 0 ] || { echo "usage: ./run.sh reset <node>" >&2; exit 2; }
+    [ $# -gt 0 ] || { echo "usage: ./run.sh reset <node|all>" >&2; exit 2; }
     install
     load_nodes
-    case "$1" in
-      catalog) exec "$PY" -m common.cluster reset catalog --config "$CONFIG" ;;  # refuses: say why, stop nothing
-      catalog!) ;;
-      *) node_args "$1" >/dev/null ;;
-    esac
-    if pid_of "${1%!}" >/dev/null; then stop_node "${1%!}"; fi
+    if [ "$1" = all ]; then
+      stop_all
+    else
+      case "$1" in broker|frontend*) ;; *) node_args "$1" >/dev/null ;; esac
+      if pid_of "$1" >/dev/null; then stop_node "$1"; fi
+    fi
     exec "$PY" -m common.cluster reset "$1" --config "$CONFIG"
     ;;
   test)

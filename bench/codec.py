@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.codec [-n 20000] [--repeat 5]
 
-For each message a trade sends (place_trade, apply_trades, trades_applied,
-append_entries, append_reply, trade_done, stock_changes) and the empty
+For each message a trade sends (place_trade, append_entries, append_reply,
+trade_done, the catalog's read_committed and committed_entries, stock_changes) and the empty
 append_entries of a heartbeat, it times :func:`common.codec.encode` and
 :func:`common.codec.decode`, and, as the baseline, ``msgpack.packb`` and
 ``msgpack.unpackb`` of the very map the codec puts on the wire (the floor: no
@@ -22,8 +22,8 @@ import msgpack
 
 from common import codec
 from common.protocol import (
-    AppendEntries, AppendReply, ApplyTrades, LogEntry, Message, PlaceTrade, StockChanged, StockChanges, StockInfo,
-    TradeDone, TradeItem, TradeOutcome, TradeRecord, TradesApplied,
+    AppendEntries, AppendReply, CommittedEntries, LogEntry, Message, PlaceTrade, ReadCommitted, StockChanged,
+    StockChanges, StockInfo, TradeDone, TradeRecord,
 )
 
 RID = "5f0c6d4b2a9e4c37b1f8d2e6a0c3b9f1"  # an Idempotency-Key as the benchmark client makes them
@@ -31,18 +31,17 @@ RID = "5f0c6d4b2a9e4c37b1f8d2e6a0c3b9f1"  # an Idempotency-Key as the benchmark 
 
 def trade_path() -> list[Message]:
     """One trade's messages, as the nodes send them."""
-    stock = StockInfo("GameStart", 15.99, 97, 3, 2, 10)
-    record = TradeRecord(txn=10, request_id=RID, name="GameStart", quantity=3, side="buy", seq=10)
+    stock = StockInfo("GameStart", 15.99, 97, 3, 10, 10)
+    entry = LogEntry(10, 2, TradeRecord(request_id=RID, name="GameStart", quantity=3, side="buy", txn=9))
     return [
-        PlaceTrade(RID, "GameStart", 3, "buy"),
-        ApplyTrades(epoch=2, batch=7, trades=[TradeItem(RID, "GameStart", 3, "buy")]),
-        TradesApplied(batch=7, outcomes=[TradeOutcome(RID, "ok", seq=10, stock=stock)]),
-        AppendEntries(term=2, leader=3, prev_index=9, prev_term=2, entries=[LogEntry(10, 2, record)],
-                      commit=9, probe=7),
+        PlaceTrade(RID, "GameStart", 3, "buy", deadline_ms=1_796_000_000_000),
+        AppendEntries(term=2, leader=3, prev_index=9, prev_term=2, entries=[entry], commit=9, probe=7),
         AppendEntries(term=2, leader=3, prev_index=10, prev_term=2, entries=[], commit=10, probe=8),
-        AppendReply(term=2, follower=1, success=True, match_index=10, hint=10, probe=7),
-        TradeDone(txn=10, name="GameStart", quantity=3, side="buy", stock=stock),
-        StockChanges([StockChanged("GameStart", 15.99, 97, 2, 10)]),
+        AppendReply(term=2, follower=1, success=True, match_index=10, hint=10, probe=7, last=10),
+        TradeDone(txn=9, name="GameStart", quantity=3, side="buy", index=10, stock=stock),
+        ReadCommitted(after=9, limit=1000, wait_ms=300),
+        CommittedEntries(entries=[entry], commit=10, leader=3),
+        StockChanges(prev=9, index=10, changes=[StockChanged("GameStart", 15.99, 97, 10)]),
     ]
 
 

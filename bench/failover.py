@@ -50,7 +50,7 @@ def one_round(cluster: Cluster, tap: BusTap, history: History, mode: str, timeou
     else:
         history.note(f"SIGSTOP order-{leader}")
         node.pause()
-    old_last = max((row[0] for row in cluster.order_log(leader)), default=-1)
+    old_last = max((row[0] for row in cluster.trades(leader)), default=-1)
 
     def recovered() -> float | None:
         done = [op.completed for op in history.ops

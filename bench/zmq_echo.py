@@ -50,7 +50,7 @@ def answer(request) -> StockInfo | Error:
         return Error(error_code(request), str(request))
     if not isinstance(request, Lookup):
         return Error(ErrorCode.BAD_REQUEST, f"{request.MSG!r} is not a lookup")
-    return StockInfo(name=request.name, price=PRICE, quantity=QUANTITY, volume=0, version=1, seq=0)
+    return StockInfo(name=request.name, price=PRICE, quantity=QUANTITY, volume=0, version=1, index=1)
 
 
 def serve(endpoint: str, stop: threading.Event, keys: security.NodeKeys | None = None) -> None:

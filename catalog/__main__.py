@@ -15,23 +15,13 @@ from common.node import run_main, stop_on_signals
 from .server import CatalogServer
 
 
-def _distrust_point(text: str) -> tuple[int, int]:
-    seq, _, rowid = text.partition(":")
-    try:
-        return int(seq), int(rowid)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not SEQ:ROWID (two integers)") from None
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m catalog", description="Run the Bazaar catalog node.")
+    parser = argparse.ArgumentParser(
+        prog="python -m catalog",
+        description="Run the Bazaar catalog node: the stock table as a projection of the order log.")
     configuration.add_arguments(parser)
     parser.add_argument("--endpoint", help="override catalog.endpoint (and its bind address)")
     parser.add_argument("--storage-faults", type=Path, help=argparse.SUPPRESS)  # fault tests only
-    parser.add_argument("--distrust-after", metavar="SEQ:ROWID", type=_distrust_point,
-                        help="drop what was journaled after this point and compute the stocks again before "
-                             "starting: what was written after the last good fsync (the catalog passes it "
-                             "itself when it restarts after a failed one)")
     args = parser.parse_args()
     extra = [f'catalog.endpoint="{args.endpoint}"', f'catalog.bind="{args.endpoint}"'] if args.endpoint else []
     config = configuration.from_args(args, extra)
@@ -39,8 +29,7 @@ def main() -> None:
     stop = stop_on_signals()
     ctx = zmq.Context()
     try:
-        CatalogServer(config, ctx, stop, time.monotonic(), storage_faults=args.storage_faults,
-                      distrust_after=args.distrust_after).run()
+        CatalogServer(config, ctx, stop, time.monotonic(), storage_faults=args.storage_faults).run()
     finally:
         ctx.destroy(linger=0)
 

@@ -109,7 +109,7 @@ def run_session(args: argparse.Namespace) -> int:
     config = configuration.load(_config_path(args.config))
     host = args.host or config.frontend.host
     port = args.port or config.frontend.port
-    stocks = session.stock_names(args.stocks, str(config.catalog.stocks_csv))
+    stocks = session.stock_names(args.stocks, str(config.stocks_csv))
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     spec = session.SessionSpec(stocks=tuple(stocks), p=args.p, iterations=args.iterations,
                                max_seconds=args.max_seconds, seed=seed)

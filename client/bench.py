@@ -244,7 +244,7 @@ def run_bench(spec: BenchSpec, console: Console) -> int:
         config = servers.spawn_cluster(curve=spec.curve) if spec.spawn else spec.config
         cfg = configuration.load(config)
         console.print(f"CURVE is {'on' if cfg.security.curve else 'OFF'} ([security] curve in {config})")
-        stocks = spec.stocks or load_stocks(str(cfg.catalog.stocks_csv))
+        stocks = spec.stocks or load_stocks(str(cfg.stocks_csv))
         cache_size = spec.cache_size or len(stocks)
         console.print(f"starting the benchmark's own frontends against the backends of {config} "
                       f"(cache on: {cache_size} entries; cache off), the bare route and the ZeroMQ echo; "

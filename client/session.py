@@ -34,8 +34,11 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from common import config
 
 from .http import NO_ANSWER, HttpClient, Reply
 from .stats import Recorder
@@ -320,18 +323,11 @@ def verify(http: HttpClient, result: SessionResult, deadline: float) -> None:
 
 
 def load_stocks(csv_path: str) -> tuple[str, ...]:
-    """Stock names from the catalog's CSV (column ``name``).
+    """Stock names from the cluster's initial stock list (``[cluster] stocks_csv``).
 
-    :raises OSError: if the file cannot be read.
-    :raises ValueError: if it names no stock.
+    :raises ConfigError: if the file is missing or malformed.
     """
-    import csv
-
-    with open(csv_path, newline="") as fh:
-        names = tuple(row["name"] for row in csv.DictReader(fh) if row.get("name"))
-    if not names:
-        raise ValueError(f"{csv_path} lists no stocks (it needs a 'name' column)")
-    return names
+    return tuple(row[0] for row in config.load_stocks(Path(csv_path)))
 
 
 def parse_stocks(text: str) -> tuple[str, ...]:

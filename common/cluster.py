@@ -83,31 +83,32 @@ def reset(config: configuration.Config, node: str | None) -> int:
     """Wipe a stopped node's data on purpose, so that it starts empty.
 
     An order replica then starts *blank*: it neither votes nor counts toward a
-    majority until it has copied the history from the leader. The catalog is
-    not replicated: reset, it starts from the CSV again, forgetting what
-    trades did to the stocks, so it is refused here unless asked for with
-    ``catalog!``.
+    majority until it has copied the history from the leader. The catalog
+    rebuilds its table from the order log, losing nothing. ``all`` wipes every
+    node: a new cluster, whose first leader writes the CSV's stocks again.
     """
     replicas = {r.name for r in config.orders}
-    if node not in replicas and node not in ("catalog", "catalog!"):
-        print(f"reset what? one of {', '.join(sorted(replicas))} (the broker and frontends keep no data)",
-              file=sys.stderr)
+    names = sorted(replicas) + ["catalog"] if node == "all" else [node]
+    if node != "all" and node not in replicas | {"catalog"}:
+        print(f"reset what? one of {', '.join(sorted(replicas))}, catalog or all (the broker and frontends keep "
+              f"no data)", file=sys.stderr)
         return 2
-    if node == "catalog":
-        print("the catalog is not replicated: reset, it forgets what every trade did to the stocks and "
-              "the books no longer balance with the order log. If that is really what you want: "
-              "./run.sh reset 'catalog!'", file=sys.stderr)
-        return 2
-    name = node.rstrip("!")
-    removed = [path for path in data_files(config, name) if path.exists()]
-    for path in removed:
-        path.unlink()
-    if removed:
-        print(f"reset {name}: removed {', '.join(str(p) for p in removed)}")
+    for name in names:
+        removed = [path for path in data_files(config, name) if path.exists()]
+        for path in removed:
+            path.unlink()
+        if removed:
+            print(f"reset {name}: removed {', '.join(str(p) for p in removed)}")
+        else:
+            print(f"reset {name}: it had no data in {config.data_dir}")
+    if node == "all":
+        print("every node starts empty: a new cluster, whose first order leader writes the initial stocks "
+              f"of {config.stocks_csv} into its log")
+    elif node in replicas:
+        print(f"{node} starts empty: it copies the history from the leader before it votes again")
     else:
-        print(f"reset {name}: it had no data in {config.data_dir}")
-    if name in replicas:
-        print(f"{name} starts empty: it copies the history from the leader before it votes again")
+        print("the catalog starts empty and rebuilds its table from the order log (it shows its progress in its "
+              "log and its lag in the monitor); lookups are answered by the order replicas meanwhile")
     return 0
 
 

@@ -5,13 +5,13 @@ Frame layout
 
 Every message is one frame holding a msgpack map::
 
-    {"v": 2, "msg": "<name>", <field>: <value>, ...}
+    {"v": 3, "msg": "<name>", <field>: <value>, ...}
 
 ``v`` is :data:`common.protocol.PROTOCOL_VERSION`; ``msg`` is the class's
 ``MSG``; the other keys are the dataclass fields, but those that hold their
 default value, which are left out (a reader takes the default for an absent
 key: smaller frames, less to pack and unpack). A nested message (a
-``TradeItem`` inside ``ApplyTrades``) is a plain map of its fields, without
+``TradeRecord`` inside a ``LogEntry``) is a plain map of its fields, without
 ``v`` or ``msg``. Keys a reader does not know are ignored, so a newer peer may
 add optional fields without a version bump.
 

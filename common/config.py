@@ -9,8 +9,10 @@ needs it; there is no global configuration object.
 from __future__ import annotations
 
 import argparse
+import csv
 import difflib
 import json
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +23,20 @@ from .errors import ConfigError
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://")
 
+# Keys an earlier Bazaar read, and what to do about each now.
+MOVED_KEYS = {
+    ("catalog", "stocks_csv"): "the initial stocks are the order log's first entry now: move the key to "
+                               "[cluster] stocks_csv (the first order leader of a new cluster reads it)",
+    ("timeouts", "catalog_ms"): "no trade waits on the catalog any more: remove the key",
+}
+
 # Every key config.toml may hold; anything else is a typo and is refused.
 KNOWN_KEYS = {
-    "cluster": {"id", "data_dir", "log_level"},
+    "cluster": {"id", "data_dir", "log_level", "stocks_csv"},
     "heartbeat": {"interval_ms", "liveness"},
-    "timeouts": {"request_ms", "lookup_attempts", "trade_deadline_ms", "catalog_ms"},
+    "timeouts": {"request_ms", "lookup_attempts", "trade_deadline_ms"},
     "broker": {"xsub", "xpub", "xsub_bind", "xpub_bind"},
-    "catalog": {"endpoint", "bind", "stocks_csv"},
+    "catalog": {"endpoint", "bind"},
     "order": {"id", "endpoint", "bind"},
     "frontend": {"host", "port", "cache", "cache_size", "max_body_bytes", "connections"},
     "security": {"curve", "keys_dir"},
@@ -67,7 +76,6 @@ class Timeouts:
     request_ms: int
     lookup_attempts: int
     trade_deadline_ms: int
-    catalog_ms: int
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,6 @@ class BrokerConfig:
 @dataclass(frozen=True)
 class CatalogConfig:
     endpoint: Endpoint
-    stocks_csv: Path
 
 
 @dataclass(frozen=True)
@@ -115,10 +122,15 @@ class SecurityConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """The whole config.toml. ``stocks_csv`` is the initial stock list, read
+    by the first order leader of a new cluster into the log's first entry
+    (and never again)."""
+
     path: Path
     cluster_id: str
     data_dir: Path
     log_level: str
+    stocks_csv: Path
     heartbeat: HeartbeatConfig
     timeouts: Timeouts
     broker: BrokerConfig
@@ -234,6 +246,15 @@ def _endpoint(table: dict, section: str) -> Endpoint:
     return Endpoint(connect=connect, bind=bind)
 
 
+def _check_moved(raw: dict) -> None:
+    """Refuse the keys an earlier Bazaar read, saying what to do instead
+    (before anything else: the old file lacks what replaced them)."""
+    for (section, key), what in MOVED_KEYS.items():
+        table = raw.get(section)
+        if isinstance(table, dict) and key in table:
+            raise ConfigError(f"[{section}] {key}: {what}")
+
+
 def _check_keys(raw: dict) -> None:
     """Refuse sections and keys config.toml does not know (most likely typos)."""
     for section, value in raw.items():
@@ -267,6 +288,7 @@ def _cluster_id(cluster: dict) -> str:
 
 def _build(raw: dict, path: Path) -> Config:
     base = path.parent
+    _check_moved(raw)
     cluster = _table(raw, "cluster")
     log_level = _get(cluster, "cluster", "log_level", str, "info")
     if log_level not in LOG_LEVELS:
@@ -283,7 +305,6 @@ def _build(raw: dict, path: Path) -> Config:
         request_ms=_positive("timeouts", "request_ms", _get(to, "timeouts", "request_ms", int, 1000), 10),
         lookup_attempts=_positive("timeouts", "lookup_attempts", _get(to, "timeouts", "lookup_attempts", int, 2)),
         trade_deadline_ms=_get(to, "timeouts", "trade_deadline_ms", int, 4000),
-        catalog_ms=_positive("timeouts", "catalog_ms", _get(to, "timeouts", "catalog_ms", int, 500), 10),
     )
     if timeouts.trade_deadline_ms <= timeouts.request_ms:
         raise ConfigError("[timeouts] trade_deadline_ms must be larger than request_ms")
@@ -295,10 +316,7 @@ def _build(raw: dict, path: Path) -> Config:
     )
 
     cat = _table(raw, "catalog")
-    catalog = CatalogConfig(
-        endpoint=_endpoint(cat, "catalog"),
-        stocks_csv=(base / _get(cat, "catalog", "stocks_csv", str)).resolve(),
-    )
+    catalog = CatalogConfig(endpoint=_endpoint(cat, "catalog"))
 
     orders_raw = raw.get("order", [])
     if not isinstance(orders_raw, list) or not orders_raw:
@@ -336,6 +354,7 @@ def _build(raw: dict, path: Path) -> Config:
         cluster_id=_cluster_id(cluster),
         data_dir=(base / _get(cluster, "cluster", "data_dir", str, "data")).resolve(),
         log_level=log_level,
+        stocks_csv=(base / _get(cluster, "cluster", "stocks_csv", str)).resolve(),
         heartbeat=heartbeat,
         timeouts=timeouts,
         broker=broker,
@@ -344,3 +363,33 @@ def _build(raw: dict, path: Path) -> Config:
         frontend=frontend,
         security=security,
     )
+
+
+def load_stocks(path: Path) -> list[tuple[str, float, int, int]]:
+    """The initial stock list: ``(name, price, quantity, volume)`` per row of
+    the CSV (header ``name,price,quantity,volume``).
+
+    :raises ConfigError: the file is missing, or a row is malformed.
+    """
+    try:
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except FileNotFoundError:
+        raise ConfigError(f"[cluster] stocks_csv {path} does not exist") from None
+    stocks = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            name = row["name"].strip()
+            price, quantity, volume = float(row["price"]), int(row["quantity"]), int(row["volume"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ConfigError(f"{path}:{line}: expected name,price,quantity,volume") from None
+        if not name or not math.isfinite(price) or price < 0 or quantity < 0 or volume < 0:
+            raise ConfigError(f"{path}:{line}: name must be set and numbers must be finite and not negative")
+        stocks.append((name, price, quantity, volume))
+    if not stocks:
+        raise ConfigError(f"{path} lists no stocks")
+    names = [row[0] for row in stocks]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{path} names {', '.join(twice)} more than once")
+    return stocks

@@ -18,6 +18,8 @@
           |                         last good sync cannot be trusted (the node restarts from disk)
           +-- StorageCorrupt        at start: the data is damaged, missing or another node's (the node
                                     refuses to start and says what to do)
+     +-- BrokenFold             an order log entry breaks the stock book's invariants (common.book):
+                                the node stops rather than guess
 
 ZeroMQ's own exceptions (``zmq.Again``, ``zmq.ZMQError``) never leave the socket
 helpers in :mod:`common.rpc`, :mod:`common.bus` and the frontend's
@@ -116,6 +118,13 @@ class StorageFailed(StorageError):
 
 class StorageCorrupt(StorageError):
     """At start: the database is damaged, missing or not this node's."""
+
+
+class BrokenFold(ServiceError):
+    """An entry of the order log breaks the invariants of the fold that
+    turns the log into stocks (:mod:`common.book`): the log, or the code that
+    wrote it, is wrong. Never caught to carry on: the node stops, saying
+    which entry."""
 
 
 def from_error_message(msg) -> RemoteError:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import zmq
 
 from . import sockets
-from .errors import ConfigError, StorageCorrupt, StorageError
+from .errors import BrokenFold, ConfigError, StorageCorrupt, StorageError
 from .logs import get_logger
 from .protocol import StartedEvent, StoppingEvent
 
@@ -204,6 +204,10 @@ def run_main(main: Callable[[], None]) -> None:
         sys.exit(2)
     except StorageCorrupt as exc:
         print(f"storage error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except BrokenFold as exc:
+        print(f"the order log breaks the stock book's rules, so this node stops rather than guess: {exc}",
+              file=sys.stderr)
         sys.exit(2)
     except RestartFromDisk as exc:
         _restart(exc)

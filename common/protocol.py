@@ -8,21 +8,24 @@ bump :data:`PROTOCOL_VERSION` when an old peer could misread the new form.
 
 Message families:
 
-* catalog service (frontend or leader DEALER -> catalog ROUTER): :class:`Lookup`,
-  :class:`ApplyTrades`, :class:`Fence`, answered by :class:`StockInfo`,
-  :class:`TradesApplied`, :class:`Fenced` or :class:`Error`;
+* lookups (frontend DEALER -> catalog ROUTER, or -> an order replica's ROUTER
+  when the catalog is down or behind): :class:`Lookup`, answered by
+  :class:`StockInfo` or :class:`Error`;
 * order service (frontend DEALER -> replica ROUTER): :class:`PlaceTrade`,
   :class:`GetOrder`, answered by :class:`TradeDone`, :class:`OrderInfo` or
   :class:`Error`;
+* the catalog's feed (catalog DEALER -> replica ROUTER): :class:`ReadCommitted`,
+  answered by :class:`CommittedEntries`;
 * replication (replica DEALER -> replica ROUTER): :class:`VoteRequest`,
-  :class:`VoteReply`, :class:`AppendEntries`, :class:`AppendReply`,
-  :class:`PeerHello`;
+  :class:`VoteReply`, :class:`AppendEntries` (of :class:`LogEntry`: the
+  genesis's :class:`StockRow` list, a :class:`TradeRecord`, or a no-op),
+  :class:`AppendReply`, :class:`PeerHello`;
 * the bus (PUB -> broker -> SUB), one topic per family: :class:`Heartbeat`
   (carrying the sender's :class:`NodeKind` and its status:
   :class:`ReplicaStatus`, :class:`CatalogStatus`, :class:`FrontendStatus` or
   :class:`BrokerStatus`, the first two and the last with an :class:`AuthStatus`),
-  :class:`LeaderAnnouncement`, :class:`StockChanges` (the catalog's changes
-  of one commit; :class:`StockChanged` alone is still accepted), and one class per
+  :class:`LeaderAnnouncement`, :class:`StockChanges` (the stocks the catalog
+  changed by applying a run of log entries), and one class per
   event kind (each a :class:`NodeEvent`): :class:`StartedEvent`,
   :class:`StoppingEvent`, :class:`SocketEvent`, :class:`LeaderElectedEvent`,
   :class:`SteppedDownEvent`, :class:`LeaderChangedEvent`,
@@ -42,7 +45,11 @@ from typing import Any, ClassVar
 
 # 2: heartbeats carry a kind and a typed status instead of a free map; each
 # event kind is a message of its own instead of "event" with a free detail map.
-PROTOCOL_VERSION = 2
+# 3: one log: the order log is the only store of trades and the catalog its
+# projection (ReadCommitted/CommittedEntries; the genesis entry; refusals
+# logged; versions are log indices); ApplyTrades, Fence and the catalog's
+# journal are gone.
+PROTOCOL_VERSION = 3
 
 # Limits every node enforces on input (docs/PROTOCOL.md, "Limits").
 MAX_TRADE_QUANTITY = 1_000_000
@@ -71,13 +78,17 @@ class ErrorCode(StrEnum):
     ORDER_NOT_FOUND = "order_not_found"
     KEY_REUSED = "key_reused"
     NOT_LEADER = "not_leader"
-    STALE_EPOCH = "stale_epoch"
+    BEHIND = "behind"
+    DEADLINE = "deadline_passed"
     UNAVAILABLE = "unavailable"
     STORAGE = "storage_unavailable"
 
 
 class TradeStatus(StrEnum):
-    """How the catalog settled one trade of a batch."""
+    """How a trade was decided. A log entry holds ``ok`` (carried out, with a
+    transaction number) or ``not_enough_stock`` (refused: the refusal is
+    replicated too, so that a retry gets it back); the others are answered
+    without an entry."""
 
     OK = "ok"
     NOT_ENOUGH_STOCK = "not_enough_stock"
@@ -115,33 +126,35 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Error(Message):
-    """A request failed. ``leader``/``epoch`` are set on ``not_leader`` and
-    ``stale_epoch`` so the caller can find the current leader; ``batch`` on
-    the catalog's refusal of an ``apply_trades``, naming the batch refused."""
+    """A request failed. ``leader``/``epoch`` are set on ``not_leader`` so
+    the caller can find the current leader; ``index`` on ``behind``: how far
+    the node that answered has applied the log."""
 
     MSG: ClassVar[str] = "error"
     code: str
     message: str
     leader: int | None = None
     epoch: int | None = None
-    batch: int | None = None
+    index: int | None = None
 
 
-# --- catalog --------------------------------------------------------------
+# --- lookups ---------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Lookup(Message):
-    """Ask the catalog for one stock."""
+    """Ask the catalog (or an order replica) for one stock, as of log index
+    ``min_index`` or later: a node that has applied less answers ``behind``."""
 
     MSG: ClassVar[str] = "lookup"
     name: str
+    min_index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class StockInfo(Message):
-    """One stock as the catalog holds it. ``version`` rises with every change of
-    this stock; ``seq`` is the catalog's change counter when the row was read."""
+    """One stock as the fold of the log up to ``index`` holds it. ``version``
+    is the index of the entry that last changed it."""
 
     MSG: ClassVar[str] = "stock"
     name: str
@@ -149,89 +162,7 @@ class StockInfo(Message):
     quantity: int
     volume: int
     version: int
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class TradeItem(Message):
-    """One trade inside :class:`ApplyTrades` (also the body of a placed trade)."""
-
-    MSG: ClassVar[str] = "trade_item"
-    request_id: str
-    name: str
-    quantity: int
-    side: str
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyTrades(Message):
-    """The order leader asks the catalog to apply a batch of trades, in order,
-    in one durable transaction. ``epoch`` fences deposed leaders out;
-    ``trace`` asks for the catalog's timestamps in the reply (docs/PERFORMANCE.md)."""
-
-    MSG: ClassVar[str] = "apply_trades"
-    epoch: int
-    batch: int
-    trades: list[TradeItem]
-    trace: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class TradeOutcome(Message):
-    """The catalog's verdict on one trade. ``seq`` is the catalog change that
-    applied it (``None`` unless ``status`` is ``ok``); ``stock`` is the row right
-    after the change (``None`` when this is a replay of an earlier result)."""
-
-    MSG: ClassVar[str] = "trade_outcome"
-    request_id: str
-    status: str
-    seq: int | None = None
-    stock: StockInfo | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TradesApplied(Message):
-    """Reply to :class:`ApplyTrades`: one outcome per trade, in batch order;
-    ``trace`` (when asked) is ``[received, committed, replied]``, monotonic seconds."""
-
-    MSG: ClassVar[str] = "trades_applied"
-    batch: int
-    outcomes: list[TradeOutcome]
-    trace: list[float] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Fence(Message):
-    """A new order leader fences the catalog at its epoch (older epochs are
-    refused from then on) and asks for the applied trades after ``after_seq``."""
-
-    MSG: ClassVar[str] = "fence"
-    epoch: int
-    after_seq: int
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class JournalEntry(Message):
-    """One trade the catalog applied, from its durable journal."""
-
-    MSG: ClassVar[str] = "journal_entry"
-    seq: int
-    request_id: str
-    name: str
-    quantity: int
-    side: str
-
-
-@dataclass(frozen=True, slots=True)
-class Fenced(Message):
-    """Reply to :class:`Fence`: applied trades after ``after_seq`` in ``seq``
-    order, at most ``limit``; ``more`` says another page follows."""
-
-    MSG: ClassVar[str] = "fenced"
-    epoch: int
-    entries: list[JournalEntry]
-    more: bool
+    index: int
 
 
 # --- order service --------------------------------------------------------
@@ -241,20 +172,24 @@ class Fenced(Message):
 class PlaceTrade(Message):
     """The frontend asks the order leader to carry out one trade. The
     ``request_id`` makes retries safe: the same id always gets the same result.
-    ``trace`` asks for the timestamps of every stage in the reply."""
+    ``deadline_ms``: Unix time, in milliseconds, after which the frontend has
+    given up; a trade not yet proposed by then is dropped, never carried out
+    (0: no deadline). ``trace`` asks for the timestamps of every stage in the reply."""
 
     MSG: ClassVar[str] = "place_trade"
     request_id: str
     name: str
     quantity: int
     side: str
+    deadline_ms: int = 0
     trace: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class TradeDone(Message):
-    """A trade is durable on a majority of replicas. ``stock`` is the catalog
-    row after the trade, when known, so the frontend can refresh its cache.
+    """A trade is durable on a majority of replicas: its entry is ``index``.
+    ``stock`` is the stock as the committed log stands when the reply leaves
+    (this trade included), so the frontend shows it at once.
     ``trace``: stage name -> monotonic seconds, when the request asked."""
 
     MSG: ClassVar[str] = "trade_done"
@@ -262,6 +197,7 @@ class TradeDone(Message):
     name: str
     quantity: int
     side: str
+    index: int = 0
     stock: StockInfo | None = None
     trace: dict[str, float] | None = None
 
@@ -290,27 +226,69 @@ class OrderInfo(Message):
 
 @dataclass(frozen=True, slots=True)
 class TradeRecord(Message):
-    """The trade carried by a log entry: its transaction number, the client's
-    request id, and the catalog change (``seq``) that applied it."""
+    """The trade carried by a log entry, as the leader decided it: carried out
+    (``status`` ok, with its transaction number ``txn``) or refused for want
+    of stock (``not_enough_stock``, no number). The request id makes a retry
+    find it."""
 
     MSG: ClassVar[str] = "trade_record"
-    txn: int
     request_id: str
     name: str
     quantity: int
     side: str
-    seq: int
+    txn: int | None = None
+    status: TradeStatus = TradeStatus.OK
+
+
+@dataclass(frozen=True, slots=True)
+class StockRow(Message):
+    """One initial stock, in the genesis entry."""
+
+    MSG: ClassVar[str] = "stock_row"
+    name: str
+    price: float
+    quantity: int
+    volume: int
 
 
 @dataclass(frozen=True, slots=True)
 class LogEntry(Message):
-    """One entry of the replicated order log. ``trade`` is ``None`` for the
-    no-op entry a new leader appends to commit what earlier leaders left."""
+    """One entry of the replicated order log: the genesis (``genesis``, the
+    initial stocks; entry 1 and no other), a trade (``trade``), or, with
+    neither, the no-op a new leader appends to commit what earlier leaders left."""
 
     MSG: ClassVar[str] = "log_entry"
     index: int
     term: int
     trade: TradeRecord | None = None
+    genesis: list[StockRow] | None = None
+
+
+# --- the catalog's feed -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReadCommitted(Message):
+    """The catalog asks a replica for committed entries after ``after``, at
+    most ``limit``. With none to give, the replica holds the request up to
+    ``wait_ms`` and answers as soon as more commit (a long poll)."""
+
+    MSG: ClassVar[str] = "read_committed"
+    after: int
+    limit: int
+    wait_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedEntries(Message):
+    """Reply to :class:`ReadCommitted`: committed entries from ``after + 1``,
+    in order, none left out (empty when the wait ran out); ``commit`` is the
+    replica's commit index, ``leader`` who it believes leads."""
+
+    MSG: ClassVar[str] = "committed_entries"
+    entries: list[LogEntry]
+    commit: int
+    leader: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,10 +396,10 @@ class AuthStatus(Message):
 class ReplicaStatus(Message):
     """An order replica's figures, in its heartbeat: Raft's (``id``, ``role``,
     ``term``, ``leader``, ``commit``, ``last_index``, ``recovering``,
-    ``down``), the trading desk's (``ready``, ``queued``, ``awaiting``,
-    ``batch``, ``next_txn``), its log's ``last_txn``, counters since the
-    process started (``trades``, ``reads``, ``bad_requests``, ``dropped_sends``)
-    and its ``auth`` gate's."""
+    ``down``), its book's ``applied`` index, the trading desk's (``ready``,
+    ``queued``, ``awaiting``, ``next_txn``), its log's ``last_txn``, counters
+    since the process started (``trades``, ``reads``, ``lookups``,
+    ``bad_requests``, ``dropped_sends``) and its ``auth`` gate's."""
 
     MSG: ClassVar[str] = "replica_status"
     KIND: ClassVar[NodeKind] = NodeKind.REPLICA
@@ -442,7 +420,8 @@ class ReplicaStatus(Message):
     bad_requests: int
     dropped_sends: int
     leader: int | None = None
-    batch: int | None = None
+    applied: int = 0
+    lookups: int = 0
     blank: bool = False
     storage: str = "ok"
     storage_detail: str | None = None
@@ -451,17 +430,20 @@ class ReplicaStatus(Message):
 
 @dataclass(frozen=True, slots=True)
 class CatalogStatus(Message):
-    """The catalog's figures, in its heartbeat: its last change number, its
-    fence, and counters since the process started (its ``auth`` gate's too)."""
+    """The catalog's figures, in its heartbeat: the log index it has applied,
+    the commit index the replicas last told it (``commit``; the difference is
+    its lag), the replica it reads from (``source``), and counters since the
+    process started (its ``auth`` gate's too)."""
 
     MSG: ClassVar[str] = "catalog_status"
     KIND: ClassVar[NodeKind] = NodeKind.CATALOG
-    seq: int
-    fence: int
+    applied: int
+    commit: int
     lookups: int
     trades: int
-    batches: int
     bad_requests: int
+    behind: int = 0
+    source: int | None = None
     storage: str = "ok"
     storage_detail: str | None = None
     auth: AuthStatus | None = None
@@ -510,7 +492,8 @@ class LeaderBelief(Message):
 @dataclass(frozen=True, slots=True)
 class BackendStatus(Message):
     """A frontend's calls to the backends, counted since it started (inside
-    :class:`FrontendStatus`)."""
+    :class:`FrontendStatus`); ``replica_lookups``: lookups an order replica
+    answered because the catalog was down or behind."""
 
     MSG: ClassVar[str] = "backend_status"
     catalog_calls: int
@@ -518,6 +501,7 @@ class BackendStatus(Message):
     retries: int
     unavailable: int
     timeouts: int = 0
+    replica_lookups: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -563,27 +547,31 @@ class LeaderAnnouncement(Message):
     leader: int
     epoch: int
     endpoint: str
+    commit: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class StockChanged(Message):
-    """The catalog committed a change of one stock (cache invalidation).
-    ``seq`` rises by exactly one per change across all stocks."""
+    """One stock as the catalog holds it after a change (cache invalidation);
+    ``version`` is the index of the entry that changed it."""
 
     MSG: ClassVar[str] = "stock_changed"
     name: str
     price: float
     quantity: int
     version: int
-    seq: int
 
 
 @dataclass(frozen=True, slots=True)
 class StockChanges(Message):
-    """What the catalog committed in one go (a group of trade batches), as one
-    bus message: every :class:`StockChanged` in ``seq`` order, no seq left out."""
+    """The catalog applied the log entries ``prev + 1`` to ``index`` and
+    committed them: every stock they changed, as it ends. The catalog's
+    messages chain (each ``prev`` is the last one's ``index``), so a
+    subscriber sees a gap."""
 
     MSG: ClassVar[str] = "stock_changes"
+    prev: int
+    index: int
     changes: list[StockChanged]
 
 
@@ -604,12 +592,12 @@ class NodeEvent(Message):
 
 @dataclass(frozen=True, slots=True)
 class StartedEvent(NodeEvent):
-    """The node started. The catalog says its last change number (``seq``), a
-    replica its log's ``last_index`` and ``term``, a frontend whether it runs
-    a ``cache``; the broker says nothing more."""
+    """The node started. The catalog says the log index it has applied
+    (``applied``), a replica its log's ``last_index`` and ``term``, a frontend
+    whether it runs a ``cache``; the broker says nothing more."""
 
     MSG: ClassVar[str] = "started"
-    seq: int | None = None
+    applied: int | None = None
     last_index: int | None = None
     term: int | None = None
     cache: bool | None = None
@@ -723,9 +711,9 @@ EVENTS: tuple[type[NodeEvent], ...] = (
 MESSAGES: dict[str, type[Message]] = {
     cls.MSG: cls
     for cls in (
-        Error, Lookup, StockInfo, TradeItem, ApplyTrades, TradeOutcome, TradesApplied,
-        Fence, JournalEntry, Fenced, PlaceTrade, TradeDone, GetOrder, OrderInfo,
-        TradeRecord, LogEntry, VoteRequest, VoteReply, AppendEntries, AppendReply, PeerHello,
+        Error, Lookup, StockInfo, PlaceTrade, TradeDone, GetOrder, OrderInfo,
+        TradeRecord, StockRow, LogEntry, ReadCommitted, CommittedEntries,
+        VoteRequest, VoteReply, AppendEntries, AppendReply, PeerHello,
         AuthStatus, ReplicaStatus, CatalogStatus, BrokerStatus, CacheStatus, LeaderBelief, BackendStatus,
         FrontendStatus,
         Heartbeat, LeaderAnnouncement, StockChanged, StockChanges, *EVENTS,

@@ -10,7 +10,10 @@ refuses data that cannot be trusted rather than serve from it:
 * SQLite cannot read it (truncated, overwritten: "not a database"), or its
   quick integrity check fails;
 * it belongs to another cluster or another node (``meta`` holds the cluster
-  id and the node's name, written at creation).
+  id and the node's name, written at creation);
+* it was written by an earlier Bazaar whose data this one cannot read
+  (``meta`` holds the layout's version, :data:`SCHEMA_VERSION`): never
+  misread, the node says what to do instead.
 
 Each refusal is a :class:`common.errors.StorageCorrupt` whose message says
 what is wrong and what to do (restore the file, or ``./run.sh reset <node>``
@@ -54,6 +57,12 @@ SQLITE_CORRUPT = 11
 SQLITE_FULL = 13
 SQLITE_CANTOPEN = 14
 SQLITE_NOTADB = 26
+
+# The layout of every node's database. 3: one log (the order log holds the
+# genesis, every trade and every refusal, and each replica its book; the
+# catalog only a projection). Databases without it (version 2, the two-store
+# design, had no such row) are refused at start.
+SCHEMA_VERSION = 3
 
 
 def free_bytes(path: Path) -> int | None:
@@ -133,7 +142,8 @@ class Opened:
 
 
 def open_database(path: Path, node: str, cluster_id: str, schema: str, reset_hint: str,
-                  created: tuple[tuple[str, object], ...] = ()) -> Opened:
+                  created: tuple[tuple[str, object], ...] = (), synchronous: str = "FULL",
+                  old_hint: str = "") -> Opened:
     """Open (or create) ``node``'s database at ``path``, refusing data that
     cannot be trusted.
 
@@ -142,6 +152,10 @@ def open_database(path: Path, node: str, cluster_id: str, schema: str, reset_hin
     :param created: more ``meta`` rows of a new database, written in the same
         transaction as its identity (a crash in between must not leave a new
         database that does not say it is new).
+    :param synchronous: SQLite's ``synchronous`` setting: ``FULL`` where an
+        acknowledgement rests on the write, ``NORMAL`` where what is lost in
+        a power cut can be rebuilt (the catalog).
+    :param old_hint: what to do with a database of an earlier layout.
     :raises StorageCorrupt: with a message that says what to do.
     :raises StorageFull, StorageFailed: the disk refused the work (nothing
         is wrong with the data: do not reset it, make room or mend the disk).
@@ -157,13 +171,13 @@ def open_database(path: Path, node: str, cluster_id: str, schema: str, reset_hin
     try:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
         if existed:
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise StorageCorrupt(f"{path} fails SQLite's integrity check ({check})", str(path))
         db.executescript(schema)
-        meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('cluster', 'node')"))
+        meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('cluster', 'node', 'schema')"))
     except sqlite3.Error as exc:
         problem = classify(exc, path) or StorageCorrupt(f"{path} cannot be opened ({exc})", str(path))
         if not isinstance(problem, StorageCorrupt):
@@ -175,6 +189,14 @@ def open_database(path: Path, node: str, cluster_id: str, schema: str, reset_hin
                              f"empty", str(path)) from None
     if existed and not meta and not marker.exists():
         existed = False  # a creation that did not finish (its identity is written before the marker)
+    if existed and meta and meta.get("schema") != SCHEMA_VERSION:
+        db.close()
+        version = meta.get("schema", 2)
+        raise StorageCorrupt(
+            f"{path} was written by an earlier Bazaar (data layout {version}; this one reads layout "
+            f"{SCHEMA_VERSION}, where the order log is the one source of truth and the catalog rebuilds from "
+            f"it), and cannot be read. {old_hint or 'Run the Bazaar that wrote it to use its data, or start a new cluster: stop every node, then ./run.sh reset all'}",
+            str(path))
     if existed and meta:
         for key, expected in (("cluster", cluster_id), ("node", node)):
             if key in meta and meta[key] != expected:
@@ -192,7 +214,7 @@ def open_database(path: Path, node: str, cluster_id: str, schema: str, reset_hin
         try:
             db.execute("BEGIN")
             db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                           (("cluster", cluster_id), ("node", node), *created))
+                           (("cluster", cluster_id), ("node", node), ("schema", SCHEMA_VERSION), *created))
             db.execute("COMMIT")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the identity lives in the file itself from now on
         except sqlite3.Error as exc:

@@ -2,8 +2,8 @@
 
 A client that sends ``POST /orders`` with the header ``X-Bazaar-Trace: 1``
 gets back, in the answer's ``X-Bazaar-Trace`` header, a JSON map of
-timestamps taken along the trade's path (the frontend's, the leader's, the
-catalog's and the acknowledging follower's; ``PlaceTrade.trace`` and its
+timestamps taken along the trade's path (the frontend's, the leader's and
+the acknowledging follower's; ``PlaceTrade.trace`` and its
 siblings carry them over ZeroMQ). Every timestamp is ``time.monotonic()``,
 which on Linux is one clock for every process of the machine; on several
 hosts only the stages within one node mean anything.
@@ -26,12 +26,7 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("http in (client to handler)", "client_send", "fe_start"),
     ("frontend: parse, to leader", "fe_start", "fe_sent"),
     ("frontend to leader", "fe_sent", "ld_recv"),
-    ("leader: queue for a batch", "ld_recv", "ld_batch_out"),
-    ("leader to catalog", "ld_batch_out", "cat_recv"),
-    ("catalog: apply and commit", "cat_recv", "cat_committed"),
-    ("catalog: publish, reply", "cat_committed", "cat_replied"),
-    ("catalog to leader", "cat_replied", "ld_catalog_in"),
-    ("leader: log, send to followers", "ld_catalog_in", "ld_repl_out"),
+    ("leader: decide, log, send to followers", "ld_recv", "ld_repl_out"),
     ("leader to follower", "ld_repl_out", "fo_recv"),
     ("follower: append and fsync", "fo_recv", "fo_replied"),
     ("follower to leader", "fo_replied", "ld_ack_in"),
@@ -42,7 +37,7 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("http out (response to client)", "fe_end", "client_done"),
 )
 
-# The leader's own fsync, in parallel with stages 10 to 12 (not in the sum).
+# The leader's own fsync, in parallel with stages 5 to 7 (not in the sum).
 PARALLEL = (("leader: own fsync (parallel)", "ld_repl_out", "ld_synced"),)
 
 
@@ -50,7 +45,7 @@ def stages(stamps: dict[str, float]) -> dict[str, float] | None:
     """Durations (seconds) of every stage of one traced trade.
 
     :returns: None if a timestamp is missing (the trade was a replay, or it
-        took a path without a catalog batch or a follower's acknowledgement).
+        committed without a traced follower's acknowledgement).
     """
     t = dict(stamps)
     if any(key not in t for key in ("ld_ack_in", "ld_synced")):

@@ -107,7 +107,7 @@ def create_app(config: Config, name: str = "frontend", cache: bool | None = None
     state.watcher = BusWatcher(config, ctx, name, lookup_cache, tracker, lock, state.status,
                                curve=keys.client("broker"))
     state.backend = Backend(config, ctx, lookup_cache, tracker, lock, failpoint, watch=state.watcher.adopt,
-                            keys=keys)
+                            keys=keys, catalog_alive=state.watcher.catalog_alive)
     state.metrics = registry(state.requests, state.status)
     app.extensions["bazaar"] = state
     app.register_blueprint(api)

@@ -1,17 +1,28 @@
-"""The frontend's way to the catalog and the order leader, over ZeroMQ.
+"""The frontend's way to the catalog and the order replicas, over ZeroMQ.
 
 :class:`Backend` is shared by every request handler (greenlet) of the
 frontend. It keeps one :class:`frontend.channel.Channel` (a DEALER) per
 backend, on which every handler's requests are in flight at once, each
 matched to its reply by a request id.
 
-Lookups go to the cache first, then to the catalog, retried up to
-``lookup_attempts`` times. Trades and order queries go to the replica the
-:class:`LeaderTracker` believes leads; on ``not_leader``, on a closed
-connection, on a timeout, or as soon as the bus announces another leader
-while a request waits, the same request (same request id, so it is never
-applied twice) goes to the next candidate, until ``trade_deadline_ms`` runs
-out and the caller gets :class:`Unavailable` (HTTP 503).
+Lookups go to the cache first, then to the catalog, then to the order
+replicas (the leader first), which hold the same stocks as the fold of
+their committed log. A lookup never shows an older state of a stock than
+this frontend has already shown (``shown``: the highest version of each
+stock it answered with, its own trades included): the cache serves only an
+entry at least that new, and the catalog and the replicas are asked for
+that version or later (``Lookup.min_index``), answering ``behind`` when
+they have not reached it. A catalog that does not answer, or that the bus
+says is silent, is left alone for :data:`CATALOG_REST_S`: lookups go
+straight to the replicas meanwhile, so a dead catalog costs them nothing.
+
+Trades and order queries go to the replica the :class:`LeaderTracker`
+believes leads; on ``not_leader``, on a closed connection, on a timeout,
+or as soon as the bus announces another leader while a request waits, the
+same request (same request id, so it is never applied twice) goes to the
+next candidate, until ``trade_deadline_ms`` runs out and the caller gets
+:class:`Unavailable` (HTTP 503). The trade carries that deadline: a leader
+that has not proposed it by then drops it.
 """
 
 from __future__ import annotations
@@ -41,6 +52,10 @@ log = get_logger(__name__)
 CONNECT_S = 0.25
 # How long to wait for news of a leader when no replica knows one.
 LEADER_WAIT_S = 0.05
+# After the catalog failed to answer, lookups skip it this long.
+CATALOG_REST_S = 1.0
+# How long to wait before asking the replicas again when every one was behind.
+BEHIND_WAIT_S = 0.01
 # Test-only failpoints (``--failpoint``), for fault tests.
 FAILPOINTS = ("slow-lookup-install",)
 SLOW_INSTALL_S = 0.02
@@ -64,6 +79,7 @@ class Counters:
 
     catalog_calls: int = 0
     order_calls: int = 0
+    replica_lookups: int = 0  # lookups answered by an order replica (the catalog down or behind)
     retries: int = 0
     unavailable: int = 0
     timeouts: int = 0  # attempts sent that got no reply in time (a subset of retries)
@@ -75,9 +91,11 @@ class Backend:
     def __init__(self, config: Config, ctx: zmq.Context, cache: LookupCache | None, tracker: LeaderTracker,
                  lock: threading.Lock, failpoint: str | None = None,
                  watch: Callable[[zmq.Socket, str], None] | None = None,
-                 channel: Callable[[str, str], Channel] | None = None, keys: NodeKeys | None = None) -> None:
+                 channel: Callable[[str, str], Channel] | None = None, keys: NodeKeys | None = None,
+                 catalog_alive: Callable[[], bool] | None = None) -> None:
         """:param watch: ``watch(socket, label)`` attaches the socket monitor to
         each backend's socket (the bus watcher reports the events).
+        :param catalog_alive: whether the bus still hears the catalog (None: assume so).
         :param channel: ``channel(endpoint, label)`` opens the way to one
         backend (default: a :class:`Channel`; tests pass fakes).
         :param keys: the frontend's CURVE keys (None: plain sockets); a
@@ -96,11 +114,14 @@ class Backend:
         self.lock = lock
         self.counters = Counters()
         self.failpoint = failpoint
+        self.catalog_alive = catalog_alive or (lambda: True)
+        self.catalog_rest_until = 0.0
+        self.shown: dict[str, int] = {}  # stock -> the highest version shown to a client
 
     def status(self) -> BackendStatus:
         c = self.counters
         return BackendStatus(catalog_calls=c.catalog_calls, order_calls=c.order_calls, retries=c.retries,
-                             unavailable=c.unavailable, timeouts=c.timeouts)
+                             unavailable=c.unavailable, timeouts=c.timeouts, replica_lookups=c.replica_lookups)
 
     def close(self) -> None:
         self.catalog.close()
@@ -110,42 +131,98 @@ class Backend:
     # --- lookups --------------------------------------------------------------
 
     def lookup(self, name: str) -> Cached:
-        """The stock, from the cache if it may be trusted, else from the catalog.
+        """The stock, from the cache if it may be trusted, else from the
+        catalog, else from the order replicas; never older than what this
+        frontend has shown of it.
 
         :raises RemoteError: ``stock_not_found``.
-        :raises Unavailable: the catalog did not answer.
+        :raises Unavailable: no node could answer.
         """
-        if self.cache is not None:
-            with self.lock:
-                hit = self.cache.get(name)
-            if hit is not None:
-                return hit
-        info = self._ask_catalog(Lookup(name))
+        with self.lock:
+            floor = self.shown.get(name, 0)
+            hit = self.cache.get(name) if self.cache is not None else None
+        if hit is not None and hit.version >= floor:
+            return hit
+        msg = Lookup(name, min_index=floor)
+        info = self._ask_catalog(msg)
+        if info is None:
+            info = self._ask_replicas(msg)
         if self.failpoint == "slow-lookup-install":
             time.sleep(SLOW_INSTALL_S)  # test hook: widen the race with invalidations
-        if self.cache is not None:
-            with self.lock:
+        with self.lock:
+            if self.cache is not None:
                 self.cache.install(info)
+            self._show(info.name, info.version)
         return Cached(info.name, info.price, info.quantity, info.version)
 
-    def _ask_catalog(self, msg: Message) -> StockInfo:
+    def _ask_catalog(self, msg: Lookup) -> StockInfo | None:
+        """The catalog's answer, or None when it is behind, silent or resting."""
+        now = time.monotonic()
+        if now < self.catalog_rest_until or not self.catalog_alive():
+            return None
+        self.counters.catalog_calls += 1
         timeout_s = self.timeouts.request_ms / 1000
-        for attempt in range(self.timeouts.lookup_attempts):
-            self.counters.catalog_calls += 1
-            try:
-                reply = self.catalog.request(msg, timeout_s)
-            except (PeerUnavailable, RpcTimeout, RemoteProtocolError) as exc:
-                log.warning("catalog did not answer", attempt=attempt + 1, error=str(exc))
-                self.counters.retries += 1
-                if isinstance(exc, RpcTimeout):
-                    self.counters.timeouts += 1
-                continue
-            if isinstance(reply, StockInfo):
-                return reply
-            raise RemoteError(ErrorCode.BAD_REQUEST, f"unexpected reply {reply.MSG!r} from the catalog")
-        self.counters.unavailable += 1
+        try:
+            reply = self.catalog.request(msg, timeout_s, connect_s=min(CONNECT_S, timeout_s))
+        except RemoteError as exc:
+            if exc.code == ErrorCode.BEHIND:
+                return None
+            raise
+        except (PeerUnavailable, RpcTimeout, RemoteProtocolError) as exc:
+            log.warning("catalog did not answer; lookups go to the order replicas", error=str(exc),
+                        rest_s=CATALOG_REST_S)
+            self.counters.retries += 1
+            if isinstance(exc, RpcTimeout):
+                self.counters.timeouts += 1
+            self.catalog_rest_until = time.monotonic() + CATALOG_REST_S
+            return None
+        if isinstance(reply, StockInfo):
+            return reply if reply.index >= msg.min_index else None  # never older than asked, whoever says so
+        raise RemoteError(ErrorCode.BAD_REQUEST, f"unexpected reply {reply.MSG!r} from the catalog")
+
+    def _ask_replicas(self, msg: Lookup) -> StockInfo:
+        """An order replica's answer: the leader's first (its book is the
+        freshest), then the others', until ``lookup_attempts`` request
+        timeouts have passed."""
+        request_s = self.timeouts.request_ms / 1000
         total = self.timeouts.request_ms * self.timeouts.lookup_attempts / 1000
-        raise Unavailable(f"the catalog service did not answer within {total:g}s; try again")
+        deadline = time.monotonic() + total
+        heard = ""
+        while True:
+            with self.lock:
+                candidates = self.tracker.candidates()
+            for target in candidates:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.counters.order_calls += 1
+                try:
+                    reply = self.replicas[target].request(msg, min(request_s, remaining),
+                                                          connect_s=min(CONNECT_S, remaining))
+                except RemoteError as exc:
+                    if exc.code != ErrorCode.BEHIND:
+                        raise
+                    heard = f" (last: {exc.message})"
+                    continue
+                except (PeerUnavailable, RpcTimeout, RemoteProtocolError):
+                    self.counters.retries += 1
+                    continue
+                if isinstance(reply, StockInfo) and reply.index >= msg.min_index:
+                    self.counters.replica_lookups += 1
+                    return reply
+                if isinstance(reply, StockInfo):
+                    continue
+                raise RemoteError(ErrorCode.BAD_REQUEST, f"unexpected reply {reply.MSG!r} from a replica")
+            if time.monotonic() + BEHIND_WAIT_S >= deadline:
+                self.counters.unavailable += 1
+                raise Unavailable(f"neither the catalog nor an order replica could answer within {total:g}s"
+                                  f"{heard}; try again")
+            time.sleep(BEHIND_WAIT_S)
+
+    def _show(self, name: str, version: int) -> None:
+        """A client is shown ``name`` at ``version``: no lookup may show an older one (hold the lock)."""
+        if version > self.shown.get(name, 0):
+            self.shown[name] = version
 
     # --- orders ---------------------------------------------------------------
 
@@ -160,13 +237,17 @@ class Backend:
         """
         if trace is not None:
             trace["fe_sent"] = time.monotonic()
-        reply = self._ask_leader(PlaceTrade(request_id, name, quantity, side, trace=trace is not None), trade=True)
+        deadline_ms = int((time.time() + self.timeouts.trade_deadline_ms / 1000) * 1000)
+        reply = self._ask_leader(PlaceTrade(request_id, name, quantity, side, deadline_ms=deadline_ms,
+                                            trace=trace is not None), trade=True)
         if trace is not None:
             trace["fe_reply"] = time.monotonic()
             trace.update(reply.trace or {})
-        if self.cache is not None:
-            with self.lock:
+        with self.lock:  # read your writes: what the trade left is shown from now on
+            if self.cache is not None:
                 self.cache.on_trade(reply.stock, name)
+            if reply.stock is not None:
+                self._show(reply.stock.name, reply.stock.version)
         return reply
 
     def order(self, txn: int) -> OrderInfo:
@@ -226,6 +307,9 @@ class Backend:
                 if exc.code == ErrorCode.STORAGE:  # not carried out: a disk is full, and the message says where
                     self.counters.unavailable += 1
                     raise Unavailable(f"{exc.message}; the trade was not carried out, retry later") from None
+                if exc.code == ErrorCode.DEADLINE:  # the leader got it too late, and dropped it
+                    self.counters.unavailable += 1
+                    raise Unavailable(f"{exc.message}; retry") from None
                 if exc.code != ErrorCode.UNAVAILABLE:
                     raise
                 sent = True

@@ -4,21 +4,22 @@ No socket, no clock: the frontend's bus watcher feeds it bus messages and
 the time; request handlers call :meth:`LookupCache.get` and
 :meth:`LookupCache.install`.
 
-Rules that keep it fresh (promise 6 of DESIGN.md):
+Rules that keep it fresh (docs/ARCHITECTURE.md, promise 6):
 
-* **Versions only rise.** Every stock has a version that the catalog raises
-  on each change. The cache remembers the highest version it has heard of per
+* **Versions only rise.** A stock's version is the index of the order log
+  entry that last changed it. The cache remembers the highest version it has heard of per
   stock (its *floor*), from invalidations and from trade replies; a lookup
   reply older than the floor is not installed, and an entry is only ever
   replaced by a newer version. A late lookup reply cannot undo an invalidation.
-* **A continuous stream, or nothing.** Changes carry the catalog's change
-  number ``seq``, which rises by exactly one per change, and the catalog's
-  heartbeat repeats the latest one. A skipped number, a heartbeat ahead of the
-  stream, a restarted catalog, or silence from the broker or the catalog for a
-  whole liveness window empties the cache, and nothing is cached until the
-  stream is whole again. A lookup reply read before the stream (re)started
-  (``info.seq`` below ``since_seq``) is not installed: changes it predates may
-  have been missed.
+* **A continuous stream, or nothing.** Each of the catalog's change messages
+  covers a run of log entries (``prev`` + 1 to ``index``), each starting where
+  the last ended, and the catalog's heartbeat repeats the index it has
+  applied. A run that does not start where the stream is, a heartbeat ahead
+  of the stream, a restarted catalog, or silence from the broker or the
+  catalog for a whole liveness window empties the cache, and nothing is
+  cached until the stream is whole again. A lookup reply read before the
+  stream (re)started (``info.index`` below ``since_seq``) is not installed:
+  changes it predates may have been missed.
 * **Read your writes.** A trade's reply carries the stock as the trade left it;
   :meth:`LookupCache.on_trade` installs it, so the same frontend never shows
   the pre-trade stock afterwards, whether or not the bus has spoken yet.
@@ -35,7 +36,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from common.heartbeat import Liveness
-from common.protocol import CacheStatus, Heartbeat, StockChanged, StockInfo
+from common.protocol import CacheStatus, Heartbeat, StockChanges, StockInfo
 
 BROKER = "broker"
 CATALOG = "catalog"
@@ -105,7 +106,7 @@ class LookupCache:
 
         :returns: True if it was cached.
         """
-        if not self.streaming or self.since_seq is None or info.seq < self.since_seq:
+        if not self.streaming or self.since_seq is None or info.index < self.since_seq:
             return False
         if info.version < self.floors.get(info.name, 0):
             self.stats.stale_refused += 1  # a late reply lost the race to an invalidation
@@ -136,15 +137,17 @@ class LookupCache:
 
     # --- bus side ---------------------------------------------------------------
 
-    def on_change(self, change: StockChanged) -> None:
-        """The catalog committed a change of one stock."""
-        self._raise_floor(change.name, change.version)
+    def on_changes(self, msg: StockChanges) -> None:
+        """The catalog applied log entries ``msg.prev + 1`` to ``msg.index``."""
+        for change in msg.changes:
+            self._raise_floor(change.name, change.version)
         if self.stream_seq is not None:
-            if change.seq > self.stream_seq + 1:
-                self._lose_stream(f"gap: change {change.seq} after {self.stream_seq}", restart_at=change.seq)
-            elif change.seq > self.stream_seq:
-                self.stream_seq = change.seq
-        self._refresh(Cached(change.name, change.price, change.quantity, change.version))
+            if msg.prev > self.stream_seq:
+                self._lose_stream(f"gap: missed entries {self.stream_seq + 1}-{msg.prev}", restart_at=msg.index)
+            elif msg.index > self.stream_seq:
+                self.stream_seq = msg.index
+        for change in msg.changes:
+            self._refresh(Cached(change.name, change.price, change.quantity, change.version))
 
     def on_heartbeat(self, beat: Heartbeat, now: float) -> None:
         """A heartbeat; the broker's and the catalog's matter (a catalog
@@ -156,15 +159,15 @@ class LookupCache:
         if node == CATALOG:
             if beat.catalog is None:
                 return
-            seq = beat.catalog.seq
+            applied = beat.catalog.applied
             if self.catalog_incarnation not in (None, incarnation):
-                self._lose_stream("catalog restarted", restart_at=seq)
+                self._lose_stream("catalog restarted", restart_at=applied)
             elif self.stream_seq is None:
-                self.stream_seq = self.since_seq = seq
-            elif seq > self.stream_seq:
-                self._lose_stream(f"missed changes up to {seq}", restart_at=seq)
-            elif seq < self.stream_seq:
-                self._lose_stream(f"catalog went back to change {seq}", restart_at=seq)
+                self.stream_seq = self.since_seq = applied
+            elif applied > self.stream_seq:
+                self._lose_stream(f"missed changes up to entry {applied}", restart_at=applied)
+            elif applied < self.stream_seq:
+                self._lose_stream(f"catalog went back to entry {applied}", restart_at=applied)
             self.catalog_incarnation = incarnation
         self._update_streaming(now)
 

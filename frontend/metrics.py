@@ -170,6 +170,9 @@ class FrontendCollector:
         yield CounterMetricFamily("bazaar_frontend_backend_timeouts",
                                   "Backend attempts sent that got no reply in time (outcome unknown).",
                                   value=b.timeouts)
+        yield CounterMetricFamily("bazaar_frontend_replica_lookups",
+                                  "Lookups an order replica answered because the catalog was down or behind.",
+                                  value=b.replica_lookups)
         yield CounterMetricFamily("bazaar_frontend_backend_unavailable",
                                   "Requests given up (HTTP 503): no backend answered before the deadline.",
                                   value=b.unavailable)

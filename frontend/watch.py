@@ -28,7 +28,7 @@ from common.heartbeat import Liveness, Ticker
 from common.logs import get_logger
 from common.protocol import (
     CacheFlushedEvent, FrontendStatus, Heartbeat, LeaderAnnouncement, NodeKind, SocketEvent, StartedEvent,
-    StockChanged, StockChanges, StoppingEvent, Topic,
+    StockChanges, StoppingEvent, Topic,
 )
 
 from . import greenwait
@@ -142,11 +142,7 @@ class BusWatcher:
             for _topic, msg in messages:
                 if isinstance(msg, StockChanges):
                     if self.cache is not None:
-                        for change in msg.changes:
-                            self.cache.on_change(change)
-                elif isinstance(msg, StockChanged):
-                    if self.cache is not None:
-                        self.cache.on_change(msg)
+                        self.cache.on_changes(msg)
                 elif isinstance(msg, Heartbeat):
                     self.nodes.heard(msg.node, now, msg.incarnation)
                     if self.cache is not None:
@@ -176,6 +172,12 @@ class BusWatcher:
                 with self.lock:
                     self.cache.bus_disconnected()
         return False
+
+    def catalog_alive(self) -> bool:
+        """Whether the catalog's heartbeats still arrive (or none was ever
+        expected yet: a frontend that just started assumes it is up)."""
+        with self.lock:
+            return "catalog" not in self.nodes.nodes() or self.nodes.is_alive("catalog", time.monotonic())
 
     def snapshot(self, now: float) -> dict[str, float]:
         """Seconds since each node's last heartbeat (``FrontendStatus.heard``)."""

@@ -1,19 +1,21 @@
 """The history checker: did the cluster keep its promises?
 
 After a run, :func:`settle` resolves every ``unknown`` trade by retrying it
-with its own Idempotency-Key (the way a client finds out) and waits until all
-replicas hold the same log. :func:`check` then compares the recorded history
-with the final state of every node:
+with its own Idempotency-Key (the way a client finds out), waits until all
+replicas hold the same log and the catalog has applied all of it.
+:func:`check` then compares the recorded history with the final state of
+every node:
 
 * no acknowledged trade lost: its key is in the log, under the acknowledged
   transaction number, with the same contents, and ``GET /orders/<n>`` says so;
 * no duplicate: a key appears at most once in the log;
 * no gap: transaction numbers are 1, 2, 3, ... in log order;
 * one history: every replica holds the same log;
-* refused trades (403/404) are not in the log;
-* conservation: for every stock, initial - buys + sells over the log equals
-  the catalog's quantity, and the catalog's journal of applied trades equals
-  the log's trades.
+* refused trades are not carried out, and a refusal for want of stock is
+  itself in the log (a retry must get it back) and was right: the fold of the
+  log before it held less than the buy asked;
+* one source of truth: folding the log from its genesis (``common.book``)
+  breaks no rule, and the catalog's table equals that fold.
 
 A broken promise is reported with the smallest slice of history that shows
 it: the operations involved and the faults injected around them.
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .cluster import Cluster, Http, initial_stocks, wait_until
+from .cluster import Cluster, Http, wait_until
 from .history import History, Op, classify
 
 
@@ -39,7 +41,8 @@ class HistoryError(AssertionError):
 
 
 def settle(cluster: Cluster, history: History, replicas: list[int] | None = None, timeout: float = 60) -> None:
-    """Resolve unknown trades by retrying them; wait for identical logs.
+    """Resolve unknown trades by retrying them; wait for identical logs, and
+    for the catalog to have applied all of it.
 
     :param replicas: the replicas expected to hold the final log (all by default).
     """
@@ -68,22 +71,27 @@ def settle(cluster: Cluster, history: History, replicas: list[int] | None = None
         return all(log == logs[0] for log in logs)
 
     wait_until(converged, timeout, f"replicas {ids} to hold identical logs", interval=0.1)
+    last = cluster.last_index(ids[0])
+    wait_until(lambda: cluster.catalog_applied() >= last, timeout,
+               f"the catalog to apply the log up to {last}", interval=0.1)
 
 
 @dataclass(frozen=True)
 class FinalState:
     """What the nodes hold once the cluster has settled.
 
-    :param logs: replica id -> its trades ``(txn, key, name, quantity, side)`` in log order.
-    :param stocks: the catalog's quantity of every stock.
-    :param journal: the catalog's applied trades ``(seq, key, name, quantity, side)``.
-    :param initial: every stock's quantity before any trade.
+    :param logs: replica id -> its trade entries ``(txn, key, name, quantity,
+        side, status)`` in log order (``txn`` None for a refusal).
+    :param initial: every stock's quantity in the log's genesis.
+    :param catalog: the catalog's quantity of every stock.
     """
 
     logs: dict[int, list[tuple]]
-    stocks: dict[str, int]
-    journal: list[tuple]
     initial: dict[str, int]
+    catalog: dict[str, int]
+
+
+REFUSED_FOR_STOCK = ("not_enough_stock", "Not enough stock")
 
 
 def judge(state: FinalState, ops: list) -> list[Violation]:
@@ -94,7 +102,9 @@ def judge(state: FinalState, ops: list) -> list[Violation]:
 
     :param ops: operations with ``key``, ``status`` (``ok``, ``fail``,
         ``unknown``, ``invoked``), ``txn``, ``name``, ``quantity``, ``side`` and
-        ``detail`` (:class:`harness.history.Op` or the simulator's).
+        ``detail`` (:class:`harness.history.Op` or the simulator's; a refusal
+        for want of stock has a ``detail`` that starts with one of
+        :data:`REFUSED_FOR_STOCK`).
     """
     ids = sorted(state.logs)
     log = state.logs[ids[0]]
@@ -106,7 +116,8 @@ def judge(state: FinalState, ops: list) -> list[Violation]:
             first = next((k for k, (a, b) in enumerate(zip(log, other)) if a != b), min(len(log), len(other)))
             out.append(Violation("one history", f"replica {i}'s log differs from replica {ids[0]}'s at "
                                                 f"position {first}: {log[first:first + 1]} vs {other[first:first + 1]}"))
-    txns = [row[0] for row in log]
+    accepted = [row for row in log if row[5] == "ok"]
+    txns = [row[0] for row in accepted]
     if txns != list(range(1, len(txns) + 1)):
         bad = next(k for k, t in enumerate(txns) if t != k + 1)
         out.append(Violation("no gap", f"transaction numbers break at position {bad}: {txns[max(0, bad - 2):bad + 3]}"))
@@ -122,29 +133,42 @@ def judge(state: FinalState, ops: list) -> list[Violation]:
     for op in ops:
         rows = by_key.get(op.key, [])
         if op.status == "ok":
-            if not rows:
+            if not rows or rows[0][5] != "ok":
                 out.append(Violation("no acknowledged trade lost", f"{op.key} was acknowledged as txn {op.txn} "
-                                                                    "but is not in the log", [op]))
-            elif rows[0][0] != op.txn or rows[0][2:] != (op.name, op.quantity, op.side):
+                                                                    f"but the log holds {rows[:1] or 'nothing'}", [op]))
+            elif rows[0][0] != op.txn or rows[0][2:5] != (op.name, op.quantity, op.side):
                 out.append(Violation("no acknowledged trade lost", f"{op.key} was acknowledged as txn {op.txn} "
                                                                     f"but the log holds {rows[0]}", [op]))
-        elif op.status == "fail" and rows:
-            out.append(Violation("refusals change nothing", f"{op.key} was refused ({op.detail}) "
-                                                             f"but is logged: {rows[0]}", [op]))
+        elif op.status == "fail":
+            if rows and rows[0][5] == "ok":
+                out.append(Violation("refusals change nothing", f"{op.key} was refused ({op.detail}) "
+                                                                 f"but is logged as carried out: {rows[0]}", [op]))
+            elif op.detail.startswith(REFUSED_FOR_STOCK) and not rows:
+                out.append(Violation("refusals are durable", f"{op.key} was refused for want of stock, but no "
+                                                              "refusal is in the log: a retry could carry it out",
+                                     [op]))
 
-    for name, initial in state.initial.items():
-        expect = initial + sum(q if side == "sell" else -q for _, _, n, q, side in log if n == name)
-        if state.stocks[name] != expect:
-            out.append(Violation("conservation", f"{name}: the catalog holds {state.stocks[name]}, "
-                                                 f"the log implies {expect}"))
-    journal = {row[1]: tuple(row[2:]) for row in state.journal}
-    logged = {row[1]: tuple(row[2:]) for row in log}
-    if journal != logged:
-        only_catalog = sorted(set(journal) - set(logged))
-        only_log = sorted(set(logged) - set(journal))
-        out.append(Violation("conservation", f"applied by the catalog but not logged: {only_catalog[:5]}; "
-                                             f"logged but not applied: {only_log[:5]}",
-                             [by_op[k] for k in only_catalog[:5] + only_log[:5] if k in by_op]))
+    stock = dict(state.initial)
+    for txn, key, name, quantity, side, status in log:
+        have = stock.get(name)
+        if have is None:
+            out.append(Violation("one source of truth", f"{key} trades {name}, which the genesis does not list",
+                                 [by_op[key]] if key in by_op else []))
+            continue
+        short = side == "buy" and quantity > have
+        if status == "ok" and short:
+            out.append(Violation("one source of truth", f"txn {txn} ({key}) buys {quantity} {name}, but the log "
+                                                        f"before it leaves {have}", [by_op[key]] if key in by_op else []))
+        elif status != "ok" and not short:
+            out.append(Violation("refusals are right", f"{key} was refused ({status}), but the log before it "
+                                                       f"leaves {have} {name} for a {side} of {quantity}",
+                                 [by_op[key]] if key in by_op else []))
+        if status == "ok":
+            stock[name] = have + (quantity if side == "sell" else -quantity)
+    for name, expect in stock.items():
+        if state.catalog.get(name) != expect:
+            out.append(Violation("one source of truth", f"{name}: the catalog holds {state.catalog.get(name)}, "
+                                                        f"the fold of the log {expect}"))
     return out
 
 
@@ -154,9 +178,8 @@ def check(cluster: Cluster, history: History, replicas: list[int] | None = None,
     on what the databases hold, and (``verify_reads``) every acknowledged
     trade read back through the HTTP API."""
     ids = replicas or list(range(1, cluster.replicas + 1))
-    state = FinalState(logs={i: cluster.order_log(i) for i in ids},
-                       stocks={name: row[1] for name, row in cluster.stocks().items()},
-                       journal=cluster.journal(), initial=initial_stocks())
+    state = FinalState(logs={i: cluster.order_log(i) for i in ids}, initial=cluster.genesis(ids[0]),
+                       catalog={name: row[1] for name, row in cluster.stocks().items()})
     out = judge(state, history.ops)
     if verify_reads:
         http = Http(cluster.http_ports[0], timeout=15, host=cluster.http_host())

@@ -224,13 +224,13 @@ class Cluster:
     def config_text(self, view: str | None = None) -> str:
         real = lambda name: f"tcp://{self.bind_hosts[name]}:{self.ports[name]}"  # noqa: E731
         s = {
-            "cluster": {"id": self.cluster_id, "data_dir": str(self.workdir / "data"), "log_level": "info"},
+            "cluster": {"id": self.cluster_id, "data_dir": str(self.workdir / "data"), "log_level": "info",
+                        "stocks_csv": str(ROOT / "catalog" / "stocks.csv")},
             "heartbeat": {"interval_ms": 100, "liveness": 3},
-            "timeouts": {"request_ms": 1000, "lookup_attempts": 2, "trade_deadline_ms": 4000, "catalog_ms": 300},
+            "timeouts": {"request_ms": 1000, "lookup_attempts": 2, "trade_deadline_ms": 4000},
             "broker": {"xsub": self._seen(view, "xsub"), "xpub": self._seen(view, "xpub"),
                        "xsub_bind": real("xsub"), "xpub_bind": real("xpub")},
-            "catalog": {"endpoint": self._seen(view, "catalog"), "bind": real("catalog"),
-                        "stocks_csv": str(ROOT / "catalog" / "stocks.csv")},
+            "catalog": {"endpoint": self._seen(view, "catalog"), "bind": real("catalog")},
             "frontend": {"host": self.http_hosts[0], "port": self.http_ports[0], "cache": True, "cache_size": 10},
             "security": {"curve": True, "keys_dir": str(self.keys_dir)},
         }
@@ -251,13 +251,15 @@ class Cluster:
         """Where node ``name`` keeps its database (``data_dirs`` may give a node its own disk)."""
         return self.data_dirs.get(name, self.workdir / "data")
 
-    def seed(self, trades: int) -> int:
-        """Before :meth:`start`: a history of ``trades`` trades in every node's
-        database (:func:`harness.seed.seed_history`). :returns: the last log index."""
+    def seed(self, trades: int, catalog: bool = True) -> int:
+        """Before :meth:`start`: a history of ``trades`` trades in every
+        replica's database, and the catalog's table folded from it unless
+        ``catalog`` is False (it then rebuilds from the log at start)
+        (:func:`harness.seed.seed_history`). :returns: the last log index."""
         from .seed import seed_history
 
         return seed_history(self.workdir / "data", self.cluster_id, ROOT / "catalog" / "stocks.csv",
-                            list(range(1, self.replicas + 1)), trades)
+                            list(range(1, self.replicas + 1)), trades, catalog=catalog)
 
     def wipe(self, name: str) -> None:
         """What ``./run.sh reset <name>`` does to a stopped node: its database,
@@ -368,27 +370,65 @@ class Cluster:
         frontend's view, confirmed by a heartbeat)."""
         return wait_until(lambda: self.api.get("/stats").data["leader"]["leader"], timeout, "a leader")
 
-    def order_log(self, i: int) -> list[tuple]:
-        """Replica ``i``'s trades: ``(txn, request_id, name, quantity, side)`` by index."""
+    def _replica_db(self, i: int):
         path = self.data_dir(f"order-{i}") / f"order-{i}.sqlite3"
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+
+    def order_log(self, i: int) -> list[tuple]:
+        """Replica ``i``'s trade entries, carried out or refused, by index:
+        ``(txn, request_id, name, quantity, side, status)`` (``txn`` None for a refusal)."""
+        with self._replica_db(i) as db:
             return db.execute(
-                "SELECT txn, request_id, name, quantity, side FROM log WHERE txn IS NOT NULL ORDER BY idx"
+                "SELECT txn, request_id, name, quantity, side, status FROM log WHERE request_id IS NOT NULL "
+                "ORDER BY idx"
             ).fetchall()
 
-    def stocks(self) -> dict[str, tuple[float, int, int, int]]:
-        """The catalog's table: ``name -> (price, quantity, volume, version)``."""
+    def trades(self, i: int) -> list[tuple]:
+        """Replica ``i``'s trades carried out, by index: ``(txn, request_id, name, quantity, side)``."""
+        return [row[:5] for row in self.order_log(i) if row[5] == "ok"]
+
+    def genesis(self, i: int = 1) -> dict[str, int]:
+        """The initial quantity of every stock, from replica ``i``'s first log entry."""
+        with self._replica_db(i) as db:
+            row = db.execute("SELECT genesis FROM log WHERE idx = 1").fetchone()
+        return {} if row is None or row[0] is None else {name: q for name, _, q, _ in json.loads(row[0])}
+
+    def last_index(self, i: int) -> int:
+        """The last index of replica ``i``'s log."""
+        with self._replica_db(i) as db:
+            return db.execute("SELECT COALESCE(MAX(idx), 0) FROM log").fetchone()[0]
+
+    def _catalog_db(self):
         path = self.data_dir("catalog") / "catalog.sqlite3"
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+
+    def stocks(self, settled: bool = True, timeout: float = 15) -> dict[str, tuple[float, int, int, int]]:
+        """The catalog's table: ``name -> (price, quantity, volume, version)``;
+        with ``settled``, once the catalog has applied what a majority of
+        replicas hold (the catalog follows the log: a moment behind a trade's
+        acknowledgement)."""
+        if settled:
+            self.wait_catalog(timeout)
+        with self._catalog_db() as db:
             return {r[0]: tuple(r[1:]) for r in db.execute("SELECT name, price, quantity, volume, version FROM stocks")}
 
-    def journal(self) -> list[tuple]:
-        """The catalog's applied trades: ``(seq, request_id, name, quantity, side)``."""
-        path = self.data_dir("catalog") / "catalog.sqlite3"
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-            return db.execute(
-                "SELECT seq, request_id, name, quantity, side FROM journal WHERE seq IS NOT NULL ORDER BY seq"
-            ).fetchall()
+    def wait_catalog(self, timeout: float = 15) -> int:
+        """Until the catalog has applied every entry a majority of replicas
+        hold. :returns: that index."""
+        lasts = sorted((self.last_index(i) for i in range(1, self.replicas + 1)
+                        if (self.data_dir(f"order-{i}") / f"order-{i}.sqlite3").exists()), reverse=True)
+        target = lasts[self.replicas // 2] if len(lasts) > self.replicas // 2 else 0
+        wait_until(lambda: self.catalog_applied() >= target, timeout, f"the catalog to apply the log up to {target}",
+                   interval=0.02)
+        return target
+
+    def catalog_applied(self) -> int:
+        """How far the catalog's table folds the log (0 when it has no file yet)."""
+        if not (self.data_dir("catalog") / "catalog.sqlite3").exists():
+            return 0
+        with self._catalog_db() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'applied'").fetchone()
+        return 0 if row is None else row[0]
 
 
 def spread_addresses(replicas: int = 3, frontends: int = 1, first: int = 2) -> dict[str, str]:

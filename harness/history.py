@@ -86,6 +86,18 @@ class History:
     def by_status(self, status: str) -> list[Op]:
         return [op for op in self.ops if op.status == status]
 
+    def answered(self, kind: str, start: float, end: float) -> tuple[int, int]:
+        """Of the requests of ``kind`` (``lookup``, ``trade`` or ``read``) sent
+        between ``start`` and ``end`` (history times), how many got an answer
+        that is not an error of the system (not a 5xx, not a failed
+        connection), and how many there were."""
+        prefix = {"lookup": ("GET", "/stocks/"), "trade": ("POST", "/orders"), "read": ("GET", "/orders/")}[kind]
+        with self.lock:
+            sent = [x for x in self.requests
+                    if (x.method, x.path[:len(prefix[1])]) == prefix and start <= x.start <= end]
+        good = sum(1 for x in sent if x.status is not None and x.status < 500)
+        return good, len(sent)
+
 
 def classify(reply) -> tuple[str, int | None, str]:
     """An HTTP reply to a trade as ``(status, txn, detail)``."""
@@ -103,10 +115,13 @@ class Load:
         pairs (:attr:`harness.cluster.Cluster.http_addresses`); client k uses
         ``ports[k % len(ports)]``.
     :param pace_s: pause between one client's trades (keeps the load moderate).
+    :param lookups: look the stock up before each trade.
+    :param reads: read each acknowledged trade back (``GET /orders/<n>``).
     """
 
     def __init__(self, history: History, ports: list[int] | list[tuple[str, int]], clients: int = 4, max_ops: int = 400,
-                 max_seconds: float = 30.0, seed: int = 0, pace_s: float = 0.0, lookups: bool = False) -> None:
+                 max_seconds: float = 30.0, seed: int = 0, pace_s: float = 0.0, lookups: bool = False,
+                 reads: bool = False) -> None:
         self.history = history
         self.ports = ports
         self.clients = clients
@@ -115,6 +130,7 @@ class Load:
         self.seed = seed
         self.pace_s = pace_s
         self.lookups = lookups
+        self.reads = reads
         self._stop = threading.Event()
         self._count = 0
         self._count_lock = threading.Lock()
@@ -179,6 +195,11 @@ class Load:
                 except OSError as exc:
                     op.status, op.detail = "unknown", type(exc).__name__
                 op.completed = self.history.now()
+                if self.reads and op.status == "ok":
+                    try:
+                        http.get(f"/orders/{op.txn}")
+                    except OSError:
+                        pass
                 if op.status == "unknown":
                     self._stop.wait(0.05)  # back off: the frontend may be down
                 elif self.pace_s:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from common.book import Book, Stock
 from common.protocol import LogEntry
 
 
@@ -63,8 +64,14 @@ class LogStore(Protocol):
     def last_txn(self) -> int:
         """The highest transaction number in the log, 0 if none (numbers start at 1)."""
 
-    def max_seq(self) -> int:
-        """The highest catalog change number in the log, 0 if none."""
+    def load_book(self) -> Book:
+        """The book as last written (:meth:`save_book`): the fold of the
+        committed log up to its ``applied`` index (an empty book at 0)."""
+
+    def save_book(self, book: Book) -> None:
+        """Keep the book's changes (:meth:`common.book.Book.take_dirty`) to
+        write with the next durable write; lost in a crash before it, and
+        rebuilt then from the log."""
 
     def is_blank(self) -> bool:
         """Whether the data is new (a new cluster, or a lost disk) and the
@@ -86,12 +93,28 @@ class MemoryLog:
         self._rid: dict[str, LogEntry] = {}
         self._txn: dict[int, LogEntry] = {}
         self.unflushed = 0
+        self.book: tuple[dict[str, Stock], int, int] = ({}, 0, 0)  # as written: stocks, applied, last_txn
+        self._book: tuple[dict[str, Stock], int, int] | None = None  # to write with the next write
 
     def hard_state(self) -> tuple[int, int | None]:
         return self.term, self.voted_for
 
     def save_hard_state(self, term: int, voted_for: int | None) -> None:
         self.term, self.voted_for = term, voted_for
+        self._write_book()
+
+    def load_book(self) -> Book:
+        stocks, applied, last_txn = self.book
+        return Book(stocks, applied, last_txn)
+
+    def save_book(self, book: Book) -> None:
+        pending = dict(self.book[0] if self._book is None else self._book[0])
+        pending.update((s.name, s) for s in book.take_dirty())
+        self._book = (pending, book.applied, book.last_txn)
+
+    def _write_book(self) -> None:
+        if self._book is not None:
+            self.book, self._book = self._book, None
 
     def last_index(self) -> int:
         return len(self.log)
@@ -121,32 +144,38 @@ class MemoryLog:
 
     def flush(self) -> None:
         self.unflushed = 0
+        self._write_book()
 
     def lose_unflushed(self) -> None:
-        """What a crash does to staged entries (for the simulator)."""
+        """What a crash does to staged entries and an unwritten book (for the simulator)."""
         if self.unflushed:
             self._add([], len(self.log) - self.unflushed + 1)
             self.unflushed = 0
+        self._book = None
 
     def append(self, entries: list[LogEntry], truncate_from: int | None = None) -> None:
         self.unflushed = 0
         self._add(entries, truncate_from)
+        self._write_book()
 
     def _add(self, entries: list[LogEntry], truncate_from: int | None) -> None:
         if truncate_from is not None:
             for entry in self.log[truncate_from - 1 :]:
                 if entry.trade is not None:
                     self._rid.pop(entry.trade.request_id, None)
-                    self._txn.pop(entry.trade.txn, None)
+                    if entry.trade.txn is not None:
+                        self._txn.pop(entry.trade.txn, None)
             del self.log[truncate_from - 1 :]
         for entry in entries:
             if entry.index != len(self.log) + 1:
                 raise ValueError(f"entry {entry.index} does not follow {len(self.log)}")
             if entry.trade is not None:
-                if entry.trade.request_id in self._rid or entry.trade.txn in self._txn:
+                txn = entry.trade.txn
+                if entry.trade.request_id in self._rid or (txn is not None and txn in self._txn):
                     raise ValueError(f"entry {entry.index} repeats a request id or transaction number")
                 self._rid[entry.trade.request_id] = entry
-                self._txn[entry.trade.txn] = entry
+                if txn is not None:
+                    self._txn[txn] = entry
             self.log.append(entry)
 
     def by_request(self, request_id: str) -> LogEntry | None:
@@ -157,9 +186,6 @@ class MemoryLog:
 
     def last_txn(self) -> int:
         return max(self._txn, default=0)
-
-    def max_seq(self) -> int:
-        return max((e.trade.seq for e in self._rid.values()), default=0)
 
     def is_blank(self) -> bool:
         return self.blank

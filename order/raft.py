@@ -59,7 +59,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.protocol import (
-    AppendEntries, AppendReply, LogEntry, Message, PeerHello, ReplicaRole, TradeRecord, VoteReply, VoteRequest,
+    AppendEntries, AppendReply, LogEntry, Message, PeerHello, ReplicaRole, StockRow, TradeRecord, VoteReply,
+    VoteRequest,
 )
 
 from .log import LogStore
@@ -167,9 +168,12 @@ class Raft:
     :param me: this replica's id.
     :param peers: the other replicas' ids.
     :param log: durable storage; its hard state is loaded here.
+    :param commit: an index known to be committed (what the replica's book
+        was folded to when it was last written): the commit index starts there.
     """
 
-    def __init__(self, me: int, peers: list[int], log: LogStore, timing: Timing, now: float) -> None:
+    def __init__(self, me: int, peers: list[int], log: LogStore, timing: Timing, now: float,
+                 commit: int = 0) -> None:
         self.me = me
         self.peers = sorted(peers)
         self.log = log
@@ -177,7 +181,7 @@ class Raft:
         self.term, self.voted_for = log.hard_state()
         self.role = Role.FOLLOWER
         self.leader: int | None = None
-        self.commit = 0
+        self.commit = min(commit, log.last_index())
         self.started = now
         self.recovering = True
         self.down: set[int] = set()
@@ -197,6 +201,7 @@ class Raft:
         self.heartbeat_due = now
         self.leader_since = now
         self.durable = log.last_index()  # the leader's own entries known to be on disk
+        self.staged = False  # entries staged that replicate() has not sent and flushed yet
         self.blank = log.is_blank()
         self.peer_blank: dict[int, bool] = {}  # what each peer last said of its data
         self.hello_due = now + timing.election_s
@@ -303,24 +308,39 @@ class Raft:
 
     # --- leader API -----------------------------------------------------------
 
-    def propose(self, trades: list[TradeRecord | None], now: float) -> tuple[list[LogEntry], list]:
-        """Append entries (``None`` for a no-op) and start replicating them.
+    def stage(self, trades: list[TradeRecord | None], genesis: list[StockRow] | None = None) -> list[LogEntry]:
+        """Append entries to the leader's log (``None`` for a no-op; with
+        ``genesis``, the first entry holds the initial stocks), visible at once
+        but neither sent nor durable until :meth:`replicate`: the entries
+        staged in one read of the sockets leave together (group commit).
 
-        The entries are staged, sent to the followers, and only then flushed
-        (the :class:`Flush` output), so the leader's fsync overlaps theirs.
-
-        :returns: the entries as logged (with their indices), and outputs.
+        :returns: the entries as logged (with their indices); none if this
+            replica does not lead.
         """
-        out: list = []
         if self.role is not Role.LEADER or not trades:
-            return [], out
+            return []
         first = self.log.last_index() + 1
-        entries = [LogEntry(index=first + i, term=self.term, trade=t) for i, t in enumerate(trades)]
+        entries = [LogEntry(index=first + i, term=self.term, trade=t, genesis=genesis if i == 0 else None)
+                   for i, t in enumerate(trades)]
         self.log.stage(entries)
+        self.staged = True
+        return entries
+
+    def replicate(self, now: float) -> list:
+        """Send what was staged to the followers, then make it durable here.
+
+        The :class:`Flush` comes last, so the leader's fsync overlaps theirs.
+        """
+        if not self.staged:
+            return []
+        self.staged = False
+        out: list = []
+        if self.role is not Role.LEADER:
+            return out
         for peer in self.peers:
             self._send_append(peer, out)
         out.append(Flush())
-        return entries, out
+        return out
 
     def flushed(self, now: float) -> list:
         """The shell made every staged entry durable."""
@@ -362,14 +382,6 @@ class Raft:
             self._on_vote_request(msg, now, out)
         elif isinstance(msg, VoteReply):
             self._on_vote_reply(msg, now, out)
-        return out
-
-    def step_down(self, term: int, now: float) -> list:
-        """Stop leading because someone outside Raft (the catalog's fence)
-        proved a newer ``term`` exists."""
-        out: list = []
-        if term > self.term or self.role is not Role.FOLLOWER:
-            self._become_follower(max(term, self.term), None, now, out)
         return out
 
     # --- elections ------------------------------------------------------------

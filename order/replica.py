@@ -1,26 +1,41 @@
-"""One order replica as a pure state machine: Raft plus the trading desk.
+"""One order replica as a pure state machine: Raft, the book, the desk and the feed.
 
 :class:`Replica` is what the I/O shell (:mod:`order.server`) and the
 deterministic simulator drive. Every entry point takes ``now`` and returns
 outputs; the ones for the outside world are :class:`order.raft.SendPeer`,
-:class:`order.desk.ToClient`, :class:`order.desk.ToCatalog` and
-:class:`order.raft.Flush` (make staged entries durable, then call
-:meth:`Replica.flushed`), and the
-signals :class:`BecameLeader`, :class:`SteppedDown`, :class:`LeaderChanged`
-and :class:`CaughtUp` are passed on too so the shell can announce them.
+:class:`order.desk.ToClient` and :class:`order.raft.Flush` (make staged
+entries durable, then call :meth:`Replica.flushed`), and the signals
+:class:`BecameLeader`, :class:`SteppedDown`, :class:`LeaderChanged` and
+:class:`CaughtUp` are passed on too so the shell can announce them.
 Everything else is consumed here.
+
+Every replica, leader or not, keeps its *book*: the fold of its committed
+log (:mod:`common.book`), advanced the moment Raft says more has committed,
+and written with the log's next write. From it any replica answers a
+lookup; and any replica serves the catalog committed entries
+(:class:`Feed`), so a catalog can rebuild itself from whichever is up.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from common.protocol import Error, ErrorCode, GetOrder, Message, PlaceTrade, ReplicaStatus, trade_problem
+from common.protocol import (
+    CommittedEntries, Error, ErrorCode, GetOrder, Lookup, Message, PlaceTrade, ReadCommitted, ReplicaStatus,
+    StockRow, trade_problem,
+)
 
-from .desk import Desk, StepDownRequest, ToClient
+from .desk import Desk, ToClient
 from .log import LogStore
 from .raft import BecameLeader, Committed, Flush, Raft, ReadConfirmed, SteppedDown, Timing
+
+# Entries read from the log at once while the book catches up.
+APPLY_PAGE = 4096
+# The most entries one CommittedEntries carries, and the most reads held at once.
+FEED_PAGE_MAX = 1000
+FEED_PARKED_MAX = 16
 
 
 @dataclass
@@ -29,22 +44,68 @@ class Counters:
 
     trades: int = 0
     reads: int = 0
+    lookups: int = 0
     bad_requests: int = 0
     dropped_sends: int = 0
 
 
-class Replica:
-    """Consensus and trading for replica ``me``.
+class Feed:
+    """Committed entries for the catalog, by index (a long poll).
 
-    :param peers: the other replicas' ids.
-    :param catalog_s: how long the desk waits on the catalog before resending.
+    A :class:`ReadCommitted` for entries after ``after`` is answered at once
+    when some have committed, else held until they do or its wait runs out.
     """
 
-    def __init__(self, me: int, peers: list[int], log: LogStore, timing: Timing, catalog_s: float,
-                 now: float) -> None:
+    def __init__(self, raft: Raft, log: LogStore) -> None:
+        self.raft = raft
+        self.log = log
+        self.parked: list[tuple[Any, ReadCommitted, float]] = []
+
+    def read(self, ref: Any, msg: ReadCommitted, now: float) -> list:
+        if self.raft.commit > msg.after or msg.wait_ms <= 0 or len(self.parked) >= FEED_PARKED_MAX:
+            return [self._answer(ref, msg)]
+        self.parked.append((ref, msg, now + msg.wait_ms / 1000))
+        return []
+
+    def on_commit(self, index: int) -> list:
+        if not self.parked:
+            return []
+        ready = [p for p in self.parked if p[1].after < index]
+        self.parked = [p for p in self.parked if p[1].after >= index]
+        return [self._answer(ref, msg) for ref, msg, _ in ready]
+
+    def tick(self, now: float) -> list:
+        if not self.parked or self.next_deadline() > now:
+            return []
+        due = [p for p in self.parked if p[2] <= now]
+        self.parked = [p for p in self.parked if p[2] > now]
+        return [self._answer(ref, msg) for ref, msg, _ in due]
+
+    def next_deadline(self) -> float | None:
+        return min((until for _, _, until in self.parked), default=None)
+
+    def _answer(self, ref: Any, msg: ReadCommitted) -> ToClient:
+        last = min(self.raft.commit, msg.after + max(1, min(msg.limit, FEED_PAGE_MAX)))
+        entries = self.log.entries(msg.after + 1, last) if last > msg.after else []
+        return ToClient(ref, CommittedEntries(entries=entries, commit=self.raft.commit, leader=self.raft.leader))
+
+
+class Replica:
+    """Consensus, book and trading for replica ``me``.
+
+    :param peers: the other replicas' ids.
+    :param genesis: the initial stocks (read only if this replica becomes the
+        first leader of a new cluster).
+    """
+
+    def __init__(self, me: int, peers: list[int], log: LogStore, timing: Timing, now: float,
+                 genesis: Callable[[], list[StockRow]] = list) -> None:
         self.me = me
-        self.raft = Raft(me, peers, log, timing, now)
-        self.desk = Desk(self.raft, log, catalog_s)
+        self.log = log
+        self.book = log.load_book()
+        self.raft = Raft(me, peers, log, timing, now, commit=self.book.applied)
+        self.desk = Desk(self.raft, log, self.book, genesis)
+        self.feed = Feed(self.raft, log)
         self.storage_problem: str | None = None
 
     # --- inputs ---------------------------------------------------------------
@@ -52,24 +113,37 @@ class Replica:
     def on_peer(self, msg: Message, now: float) -> list:
         return self._route(self.raft.handle(msg, now), now)
 
-    def on_client(self, ref: Any, msg: Message, now: float) -> list:
+    def on_client(self, ref: Any, msg: Message, now: float, expires: float | None = None) -> list:
+        """A request from a frontend or the catalog. Trades decided here are
+        staged, not sent: the shell calls :meth:`replicate` once it has read
+        every request waiting (group commit).
+
+        :param expires: a trade's deadline on the shell's clock (None: none).
+        """
         if isinstance(msg, PlaceTrade):
             problem = trade_problem(msg.request_id, msg.name, msg.quantity, msg.side)
             if problem:
                 return [ToClient(ref, Error(ErrorCode.BAD_REQUEST, problem))]
             if not self.raft.is_leader():
                 return [ToClient(ref, self.not_leader())]
-            return self._route(self.desk.place(ref, msg, now), now)
+            return self._route(self.desk.place(ref, msg, now, expires), now, replicate=False)
         if isinstance(msg, GetOrder):
             if msg.txn < 0:
                 return [ToClient(ref, Error(ErrorCode.BAD_REQUEST, "txn must not be negative"))]
             if not self.raft.is_leader():
                 return [ToClient(ref, self.not_leader())]
             return self._route(self.desk.get_order(ref, msg, now), now)
+        if isinstance(msg, Lookup):
+            return [ToClient(ref, self.lookup(msg))]
+        if isinstance(msg, ReadCommitted):
+            if msg.after < 0 or msg.limit < 1:
+                return [ToClient(ref, Error(ErrorCode.BAD_REQUEST, "after must not be negative, limit positive"))]
+            return self.feed.read(ref, msg, now)
         return [ToClient(ref, Error(ErrorCode.BAD_REQUEST, f"{msg.MSG!r} is not an order-service request"))]
 
-    def on_catalog(self, msg: Message, now: float) -> list:
-        return self._route(self.desk.on_catalog(msg, now), now)
+    def replicate(self, now: float) -> list:
+        """Send the entries decided since the last call, then make them durable."""
+        return self._route(self.raft.replicate(now), now)
 
     def flushed(self, now: float) -> list:
         """The shell made the staged log entries durable (after a Flush output)."""
@@ -92,14 +166,24 @@ class Replica:
         return self._route(self.raft.storage_recovered(now), now)
 
     def tick(self, now: float) -> list:
-        return self._route([*self.raft.tick(now), *self.desk.tick(now)], now)
+        return self._route([*self.raft.tick(now), *self.desk.tick(now), *self.feed.tick(now)], now)
 
     # --- queries ----------------------------------------------------------------
 
+    def lookup(self, msg: Lookup) -> Message:
+        """A stock from the book, if the book has reached ``msg.min_index``."""
+        book = self.book
+        if not book.started or book.applied < msg.min_index:
+            return Error(ErrorCode.BEHIND, f"order replica {self.me} has applied the log up to {book.applied}, "
+                                           f"not {msg.min_index}", index=book.applied)
+        stock = book.get(msg.name)
+        if stock is None:
+            return Error(ErrorCode.STOCK_NOT_FOUND, "stock not found")
+        return stock.info(book.applied)
+
     def next_deadline(self) -> float:
-        desk = self.desk.next_deadline()
-        raft = self.raft.next_deadline()
-        return raft if desk is None else min(raft, desk)
+        times = [t for t in (self.desk.next_deadline(), self.feed.next_deadline()) if t is not None]
+        return min([self.raft.next_deadline(), *times])
 
     def not_leader(self) -> Error:
         leader = self.raft.leader if self.raft.leader != self.me else None
@@ -114,44 +198,58 @@ class Replica:
         return ReplicaStatus(
             id=self.me, role=raft.role, term=raft.term, leader=raft.leader, commit=raft.commit,
             last_index=raft.log.last_index(), recovering=raft.recovering, down=sorted(raft.down),
-            ready=desk.ready, queued=len(desk.queue), awaiting=len(desk.awaiting),
-            batch=desk.at_catalog() or None, next_txn=desk.next_txn,
-            last_txn=raft.log.last_txn(),
-            trades=c.trades, reads=c.reads, bad_requests=c.bad_requests, dropped_sends=c.dropped_sends,
+            ready=desk.ready, queued=len(desk.queue), awaiting=sum(len(w) for w in desk.waiting.values()),
+            next_txn=desk.next_txn, last_txn=raft.log.last_txn(), applied=self.book.applied,
+            trades=c.trades, reads=c.reads, lookups=c.lookups, bad_requests=c.bad_requests, dropped_sends=c.dropped_sends,
             blank=raft.blank, storage="ok" if self.storage_problem is None else "full",
             storage_detail=self.storage_problem,
         )
 
     # --- internals ------------------------------------------------------------
 
-    def _route(self, outputs: list, now: float) -> list:
-        """Feed Raft's signals to the desk (and the desk's requests back to
-        Raft) until only outputs for the shell remain.
+    def _apply(self, index: int) -> None:
+        """Fold the committed entries up to ``index`` into the book (a broken
+        invariant raises :class:`common.book.BrokenFold`: never guess)."""
+        while self.book.applied < index:
+            last = min(index, self.book.applied + APPLY_PAGE)
+            for entry in self.log.entries(self.book.applied + 1, last):
+                self.book.apply(entry)
+        self.log.save_book(self.book)
+
+    def _route(self, outputs: list, now: float, replicate: bool = True) -> list:
+        """Feed Raft's signals to the book, the desk and the feed (and what
+        the desk stages back to Raft) until only outputs for the shell remain.
 
         One :class:`Flush` at most, and last: every message of this step (the
-        entries for the followers, the next batch for the catalog, replies)
-        is on its way before the shell blocks in the fsync."""
+        entries for the followers, replies) is on its way before the shell
+        blocks in the fsync."""
         result = []
         flush = None
         work = list(outputs)
-        while work:
-            item = work.pop(0)
-            if isinstance(item, BecameLeader):
-                work.extend(self.desk.start(item.term, now))
-                result.append(item)
-            elif isinstance(item, SteppedDown):
-                work.extend(self.desk.stop(self.not_leader()))
-                result.append(item)
-            elif isinstance(item, Committed):
-                work.extend(self.desk.on_commit(item.index))
-            elif isinstance(item, ReadConfirmed):
-                work.extend(self.desk.on_read_confirmed(item.probe))
-            elif isinstance(item, StepDownRequest):
-                work.extend(self.raft.step_down(item.term, now))
-            elif isinstance(item, Flush):
-                flush = item
-            else:
-                result.append(item)
+        while True:
+            while work:
+                item = work.pop(0)
+                if isinstance(item, BecameLeader):
+                    work.extend(self.desk.start(item.term, now))
+                    result.append(item)
+                elif isinstance(item, SteppedDown):
+                    work.extend(self.desk.stop(self.not_leader()))
+                    result.append(item)
+                elif isinstance(item, Committed):
+                    self._apply(item.index)
+                    work.extend(self.desk.on_commit(item.index, now))
+                    work.extend(self.feed.on_commit(item.index))
+                elif isinstance(item, ReadConfirmed):
+                    work.extend(self.desk.on_read_confirmed(item.probe))
+                elif isinstance(item, Flush):
+                    flush = item
+                else:
+                    result.append(item)
+            if not replicate:
+                break
+            work = self.raft.replicate(now)  # what the desk staged on the way (a barrier, queued trades)
+            if not work:
+                break
         if flush is not None:
             result.append(flush)
         return result

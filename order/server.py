@@ -2,11 +2,14 @@
 
 Sockets, all owned by the one loop thread::
 
-    router   ROUTER, bound   requests from frontends (DEALER) and every message
-                             from the other replicas (their DEALERs)
+    router   ROUTER, bound   requests from frontends and the catalog (DEALERs)
+                             and every message from the other replicas (their DEALERs)
     peer[p]  DEALER -> p     everything this replica sends to replica p
-    catalog  DEALER -> catalog   trade batches and fences (leader only)
     bus      PUB -> broker   heartbeats, leader announcements, events
+
+The replica reaches out to nobody but its peers and the bus: frontends
+bring it trades, order reads and lookups, and the catalog fetches the
+committed entries it projects (a long poll, :class:`order.replica.Feed`).
 
 Peer traffic is one-way per socket: a replica sends requests *and* replies
 through its DEALER to the other's ROUTER, so every peer message arrives on the
@@ -35,13 +38,14 @@ import os
 import signal
 import threading
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import zmq
 
 from common import codec, rpc, security, sockets
 from common.bus import Publisher
-from common.config import Config
+from common.config import Config, load_stocks
 from common.errors import RemoteProtocolError, StorageFailed, StorageFull, error_code
 from common.heartbeat import Ticker
 from common.logs import get_logger
@@ -49,11 +53,11 @@ from common.node import DRAIN_LIMIT, Loop, RestartFromDisk, readable, serve
 from common.storage import Faults, StorageState
 from common.protocol import (
     AppendEntries, AppendReply, CampaignEvent, CaughtUpEvent, Error, ErrorCode, GetOrder, LeaderAnnouncement,
-    LeaderChangedEvent, LeaderElectedEvent, NodeKind, PeerHello, PlaceTrade, SocketEvent, StartedEvent,
-    SteppedDownEvent, StorageEvent, Topic, TradeDone, TradesApplied, VoteReply, VoteRequest,
+    LeaderChangedEvent, LeaderElectedEvent, Lookup, NodeKind, PeerHello, PlaceTrade, ReadCommitted, SocketEvent,
+    StartedEvent, SteppedDownEvent, StockRow, StorageEvent, Topic, TradeDone, VoteReply, VoteRequest,
 )
 
-from .desk import ToCatalog, ToClient
+from .desk import ToClient
 from .raft import (
     BecameLeader, Campaign, CaughtUp, Flush, LeaderChanged, SendPeer, SteppedDown, Timing, VoteRefused,
 )
@@ -64,11 +68,11 @@ from .tracer import Tracer
 log = get_logger(__name__)
 
 PEER_MESSAGES = (AppendEntries, AppendReply, VoteRequest, VoteReply)
-CLIENT_MESSAGES = (PlaceTrade, GetOrder)
+CLIENT_MESSAGES = (PlaceTrade, GetOrder, Lookup, ReadCommitted)
 # Test-only crash points (``--failpoint``): the process SIGKILLs itself there,
-# on a trade it carried out itself (never on one it adopted or replayed), so
-# a whole cluster can be armed and only the leader of the moment dies.
-FAILPOINTS = ("after-catalog-apply", "before-trade-reply")
+# on a trade it carried out itself, so a whole cluster can be armed and only
+# the leader of the moment dies.
+FAILPOINTS = ("before-trade-reply",)
 
 
 def timing_from(config: Config) -> Timing:
@@ -98,8 +102,10 @@ class OrderServer:
                                distrust_after=distrust_after)
         self.storage = StorageState(path)
         peers = [r for r in config.orders if r.id != me.id]
-        self.replica = Replica(me.id, [p.id for p in peers], self.store, timing_from(config),
-                               config.timeouts.catalog_ms / 1000, now)
+        genesis = _genesis_reader(config.stocks_csv)
+        if self.store.last_index() == 0:
+            genesis()  # a new replica may found a cluster: a bad stock list stops it now, not then
+        self.replica = Replica(me.id, [p.id for p in peers], self.store, timing_from(config), now, genesis)
         self.loop = Loop(stop)
         # The gate first: no server socket binds before its ZAP handler is there.
         self.gate = security.Gate(ctx, keys, lambda event: self.bus.event(event, warn=True))
@@ -119,11 +125,6 @@ class OrderServer:
             self.peer_by_endpoint[peer.endpoint.connect] = peer.id
             self.loop.add(sock, lambda sock=sock: self.drain_peer(sock))
             self.loop.watch(sock, f"peer-{peer.id}", self.on_socket_event)
-        self.catalog = sockets.make_socket(ctx, zmq.DEALER, immediate=True, identity=me.name,
-                                           curve=self.gate.client("catalog"))
-        self.catalog.connect(config.catalog.endpoint.connect)
-        self.loop.add(self.catalog, self.on_catalog)
-        self.loop.watch(self.catalog, "catalog", self.on_socket_event)
         self.bus = Publisher(ctx, config.broker.xsub.connect, me.name, NodeKind.REPLICA,
                              config.heartbeat.interval_ms, curve=self.gate.client("broker"))
         self.loop.watch(self.bus.sock, "bus", self.on_socket_event)
@@ -131,7 +132,7 @@ class OrderServer:
         self.counters = Counters()
         self.tracer = Tracer()
         log.info("order replica ready", id=me.id, endpoint=me.endpoint.bind, term=self.replica.raft.term,
-                 last_index=self.store.last_index(), failpoint=failpoint)
+                 last_index=self.store.last_index(), applied=self.replica.book.applied, failpoint=failpoint)
 
     # --- life cycle -------------------------------------------------------------
 
@@ -152,7 +153,7 @@ class OrderServer:
         self.bus.heartbeat(dataclasses.replace(self.replica.status(self.counters), auth=self.gate.status()))
         if raft.is_leader():
             self.bus.publish(Topic.LEADER, LeaderAnnouncement(
-                leader=self.me.id, epoch=raft.term, endpoint=self.me.endpoint.connect,
+                leader=self.me.id, epoch=raft.term, endpoint=self.me.endpoint.connect, commit=raft.commit,
             ))
 
     # --- inputs -----------------------------------------------------------------
@@ -172,33 +173,23 @@ class OrderServer:
                 self.tracer.from_peer(msg, now)
                 self.execute(self._guard(self.replica.on_peer, msg, now))
             elif isinstance(msg, CLIENT_MESSAGES):
+                expires = None
                 if isinstance(msg, PlaceTrade):
                     self.counters.trades += 1
                     self.tracer.on_place(envelope, msg, now)
-                else:
+                    if msg.deadline_ms:  # the frontend's wall-clock deadline, on our monotonic clock
+                        expires = now + (msg.deadline_ms / 1000 - time.time())
+                elif isinstance(msg, Lookup):
+                    self.counters.lookups += 1
+                elif isinstance(msg, GetOrder):
                     self.counters.reads += 1
-                self.execute(self._guard(self.replica.on_client, envelope, msg, now))
+                self.execute(self._guard(self.replica.on_client, envelope, msg, now, expires))
             else:
                 self.counters.bad_requests += 1
                 rpc.send_reply(self.router, envelope, Error(
                     ErrorCode.BAD_REQUEST, f"{msg.MSG!r} is not an order-service request"))
-
-    def on_catalog(self) -> None:
-        now = time.monotonic()
-        for _ in range(DRAIN_LIMIT):
-            if not readable(self.catalog):
-                return
-            frames = self.catalog.recv_multipart(zmq.NOBLOCK)
-            try:
-                msg = codec.decode(frames[-1])
-            except RemoteProtocolError as exc:
-                log.warning("bad reply from the catalog", error=str(exc))
-                continue
-            if self.failpoint == "after-catalog-apply" and isinstance(msg, TradesApplied):
-                if any(o.status == "ok" and o.stock is not None for o in msg.outcomes):
-                    self._crash("the catalog applied a batch the log does not hold yet")
-            self.tracer.from_catalog(msg, now)
-            self.execute(self._guard(self.replica.on_catalog, msg, now))
+        # Every trade read above leaves in one append per follower and one fsync (group commit).
+        self.execute(self._guard(self.replica.replicate, time.monotonic()))
 
     def drain_peer(self, sock: zmq.Socket) -> None:
         """Peers answer on their own DEALERs, never on ours: what arrives here
@@ -254,13 +245,10 @@ class OrderServer:
                 msg = tracer.to_peer(out.msg, time.monotonic()) if tracer.active else out.msg
                 self._send(self.peers.get(out.peer), msg)
             elif isinstance(out, ToClient):
-                if (self.failpoint == "before-trade-reply" and isinstance(out.msg, TradeDone)
-                        and out.msg.stock is not None):
+                if self.failpoint == "before-trade-reply" and isinstance(out.msg, TradeDone) and self._own(out.msg):
                     self._crash("a trade committed but its reply was not sent")
                 msg = tracer.to_client(out.ref, out.msg, time.monotonic()) if tracer.active else out.msg
                 rpc.send_reply(self.router, out.ref, msg)
-            elif isinstance(out, ToCatalog):
-                self._send(self.catalog, tracer.to_catalog(out.msg, time.monotonic()) if tracer.active else out.msg)
             elif isinstance(out, Flush):
                 # The sends above are on their way; now our own fsync, in parallel with theirs.
                 if not self._guard(self.store.flush, default=False):
@@ -339,6 +327,21 @@ class OrderServer:
         self.bus.event(StorageEvent(self.me.name, state="ok", detail=f"{self.store.path} takes writes again"))
         self.execute(self.replica.storage_recovered(now))
 
+    def _own(self, done: TradeDone) -> bool:
+        """Whether this replica decided the trade itself, in the term it leads now."""
+        entry = self.store.by_txn(done.txn)
+        return entry is not None and entry.term == self.replica.raft.term
+
     def _crash(self, why: str) -> None:
         log.warning("failpoint: killing myself", failpoint=self.failpoint, why=why)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _genesis_reader(path: Path):
+    """The initial stocks, read from the CSV at the first call only."""
+
+    @lru_cache(maxsize=1)
+    def genesis() -> list[StockRow]:
+        return [StockRow(*row) for row in load_stocks(path)]
+
+    return genesis

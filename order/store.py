@@ -2,14 +2,26 @@
 
 Tables::
 
-    log(idx PK, term, txn UNIQUE, request_id UNIQUE, name, quantity, side, seq)
+    log(idx PK, term, txn UNIQUE, request_id UNIQUE, name, quantity, side, status, genesis)
+    book(name PK, price, quantity, volume, version)
+                            -- the fold of the committed log up to meta 'applied' (common.book)
     meta(key PK, value)     -- 'term' and 'voted_for' (Raft's hard state); 'blank' (1 from the
                                creation of the file until the replica caught up with a leader);
-                               'cluster' and 'node' (whose data this is, checked at every start)
+                               'applied' and 'last_txn' (how far the book goes); 'cluster',
+                               'node' and 'schema' (whose data this is, checked at every start)
 
-A no-op entry has NULL trade columns. The UNIQUE constraints are a last line
-of defence: a second entry for one request id or transaction number cannot
-be written, whatever the code above does.
+A no-op entry has NULL trade columns; a refused trade has a NULL ``txn`` and
+its ``status``; the genesis (entry 1) holds the initial stocks as JSON in
+``genesis``. The UNIQUE constraints are a last line of defence: a second
+entry for one request id or transaction number cannot be written, whatever
+the code above does.
+
+The book is written with the index it was folded to, in the same
+transaction as a log write (an append, a flush, a vote), once at least
+:data:`BOOK_EVERY` entries have been folded since it was last written (and
+at a clean stop): it is never on an acknowledgement's path, it costs a few
+pages of write-ahead log now and then rather than at every commit, and a
+replica that starts replays only the committed entries after it.
 
 WAL mode with ``synchronous=FULL``: :meth:`SqliteLog.append`,
 :meth:`SqliteLog.flush` and :meth:`SqliteLog.save_hard_state` return after
@@ -30,15 +42,19 @@ restarts distrusting everything after :attr:`SqliteLog.synced_index`.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
+from common.book import Book, Stock
 from common.errors import StorageFailed
-from common.protocol import LogEntry, TradeRecord
+from common.protocol import LogEntry, StockRow, TradeRecord, TradeStatus
 from common.storage import Faults, classify, open_database, write
 
 # Recent entries kept in memory (plus whatever is staged and not yet flushed).
 TAIL_MAX = 4096
+# Entries folded into the book between two writes of it (a start replays at most about this many).
+BOOK_EVERY = 1000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
@@ -49,7 +65,15 @@ CREATE TABLE IF NOT EXISTS log (
     name       TEXT,
     quantity   INTEGER,
     side       TEXT,
-    seq        INTEGER
+    status     TEXT,
+    genesis    TEXT
+);
+CREATE TABLE IF NOT EXISTS book (
+    name     TEXT PRIMARY KEY,
+    price    REAL NOT NULL,
+    quantity INTEGER NOT NULL CHECK (quantity >= 0),
+    volume   INTEGER NOT NULL,
+    version  INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -57,13 +81,24 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
-_COLUMNS = "idx, term, txn, request_id, name, quantity, side, seq"
+_COLUMNS = "idx, term, txn, request_id, name, quantity, side, status, genesis"
 
 
 def _entry(row: tuple) -> LogEntry:
-    idx, term, txn, request_id, name, quantity, side, seq = row
-    trade = None if txn is None else TradeRecord(txn, request_id, name, quantity, side, seq)
-    return LogEntry(index=idx, term=term, trade=trade)
+    idx, term, txn, request_id, name, quantity, side, status, genesis = row
+    trade = None if request_id is None else TradeRecord(request_id, name, quantity, side, txn,
+                                                          TradeStatus(status))
+    stocks = None if genesis is None else [StockRow(*r) for r in json.loads(genesis)]
+    return LogEntry(index=idx, term=term, trade=trade, genesis=stocks)
+
+
+def _row(e: LogEntry) -> tuple:
+    t = e.trade
+    genesis = None if e.genesis is None else json.dumps([[r.name, r.price, r.quantity, r.volume]
+                                                         for r in e.genesis])
+    if t is None:
+        return (e.index, e.term, None, None, None, None, None, None, genesis)
+    return (e.index, e.term, t.txn, t.request_id, t.name, t.quantity, t.side, t.status.value, genesis)
 
 
 class SqliteLog:
@@ -87,12 +122,21 @@ class SqliteLog:
         opened = open_database(path, node, cluster_id, SCHEMA, f"./run.sh reset {node}", created=(("blank", 1),))
         self.db = opened.db
         self._blank = self._meta("blank") == 1
+        self._book: tuple[list[Stock], int, int] | None = None  # to write with a later transaction
+        self._book_written = self._meta("applied") or 0
         self._tail: list[LogEntry] = []     # the last entries, contiguous, ending at the last index
         self._unflushed = 0                 # how many at the end of the tail are only staged
         self._rid: dict[str, LogEntry] = {}
         self._txn: dict[int, LogEntry] = {}
         if distrust_after is not None:
-            self._write(lambda: self.db.execute("DELETE FROM log WHERE idx > ?", (distrust_after,)))
+            def distrust() -> None:
+                self.db.execute("DELETE FROM log WHERE idx > ?", (distrust_after,))
+                if (self._meta("applied") or 0) > distrust_after:  # folded from entries now dropped: fold again
+                    self.db.execute("DELETE FROM book")
+                    self.db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                        (("applied", 0), ("last_txn", 0)))
+
+            self._write(distrust)
         self._refresh()
         self.synced_index = self._last_index  # the last index known to be on the disk
 
@@ -100,7 +144,6 @@ class SqliteLog:
         row = self.db.execute("SELECT idx, term FROM log ORDER BY idx DESC LIMIT 1").fetchone()
         self._last_index, self._last_term = row if row else (0, 0)
         self._last_txn = self.db.execute("SELECT COALESCE(MAX(txn), 0) FROM log").fetchone()[0]
-        self._max_seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
         self._tail, self._rid, self._txn = [], {}, {}
         rows = self.db.execute(f"SELECT {_COLUMNS} FROM log WHERE idx > ? ORDER BY idx",
                                (self._last_index - TAIL_MAX,)).fetchall()
@@ -116,7 +159,8 @@ class SqliteLog:
         for e in entries:
             if e.trade is not None:
                 self._rid[e.trade.request_id] = e
-                self._txn[e.trade.txn] = e
+                if e.trade.txn is not None:
+                    self._txn[e.trade.txn] = e
         excess = len(self._tail) - max(TAIL_MAX, self._unflushed)
         if excess > 0:
             for e in self._tail[:excess]:
@@ -127,7 +171,7 @@ class SqliteLog:
         if e.trade is not None:
             if self._rid.get(e.trade.request_id) is e:
                 del self._rid[e.trade.request_id]
-            if self._txn.get(e.trade.txn) is e:
+            if e.trade.txn is not None and self._txn.get(e.trade.txn) is e:
                 del self._txn[e.trade.txn]
 
     # --- reads ----------------------------------------------------------------
@@ -195,8 +239,20 @@ class SqliteLog:
     def last_txn(self) -> int:
         return self._last_txn
 
-    def max_seq(self) -> int:
-        return self._max_seq
+    def load_book(self) -> Book:
+        stocks = {row[0]: Stock(*row) for row in
+                  self.db.execute("SELECT name, price, quantity, volume, version FROM book")}
+        return Book(stocks, applied=self._meta("applied") or 0, last_txn=self._meta("last_txn") or 0)
+
+    def save_book(self, book: Book) -> None:
+        """Write the book's changes with the next transaction (not on its own:
+        it is rebuilt from the log if lost)."""
+        stocks = book.take_dirty()
+        if self._book is not None:
+            kept = {s.name: s for s in self._book[0]}
+            kept.update((s.name, s) for s in stocks)
+            stocks = list(kept.values())
+        self._book = (stocks, book.applied, book.last_txn)
 
     # --- writes ---------------------------------------------------------------
 
@@ -218,8 +274,24 @@ class SqliteLog:
         self._write(lambda: self.db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", pairs))
 
     def _write(self, work) -> None:
-        """Run ``work`` in one transaction (:func:`common.storage.write`)."""
-        write(self.db, self.path, self.faults, work)
+        """Run ``work`` in one transaction (:func:`common.storage.write`), with
+        the book's changes since the last one."""
+        book = self._book
+        if book is None or book[1] - self._book_written < BOOK_EVERY:
+            write(self.db, self.path, self.faults, work)
+            return
+
+        def with_book() -> None:
+            work()
+            stocks, applied, last_txn = book
+            self.db.executemany("INSERT OR REPLACE INTO book(name, price, quantity, volume, version) "
+                                "VALUES (?,?,?,?,?)",
+                                [(s.name, s.price, s.quantity, s.volume, s.version) for s in stocks])
+            self.db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                (("applied", applied), ("last_txn", last_txn)))
+
+        write(self.db, self.path, self.faults, with_book)
+        self._book, self._book_written = None, book[1]
 
     def stage(self, entries: list[LogEntry]) -> None:
         if entries and entries[0].index != self._last_index + 1:
@@ -274,27 +346,27 @@ class SqliteLog:
             return
         self._last_index, self._last_term = entries[-1].index, entries[-1].term
         for e in entries:
-            if e.trade is not None:
+            if e.trade is not None and e.trade.txn is not None:
                 self._last_txn = max(self._last_txn, e.trade.txn)
-                self._max_seq = max(self._max_seq, e.trade.seq)
         self._remember(entries)
 
     def _insert(self, entries: list[LogEntry], truncate_from: int | None) -> None:
         """One transaction: drop from ``truncate_from``, then add ``entries``."""
-        rows = []
-        for e in entries:
-            t = e.trade
-            rows.append((e.index, e.term) + ((None,) * 6 if t is None else
-                                             (t.txn, t.request_id, t.name, t.quantity, t.side, t.seq)))
+        rows = [_row(e) for e in entries]
+
         def work() -> None:
             if truncate_from is not None:
                 self.db.execute("DELETE FROM log WHERE idx >= ?", (truncate_from,))
-            self.db.executemany(f"INSERT INTO log({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows)
+            self.db.executemany(f"INSERT INTO log({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", rows)
 
         self._write(work)
 
     def close(self) -> None:
+        """Write what is staged, and the book (a clean stop replays nothing at the next start)."""
         try:
             self.flush()
+            if self._book is not None:
+                self._book_written = -BOOK_EVERY  # whatever it is, write it now
+                self._write(lambda: None)
         finally:
             self.db.close()

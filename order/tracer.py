@@ -3,11 +3,11 @@
 Tracing lives in the I/O shell, not in the pure state machines: the shell
 knows the time at each step (the machines see one ``now`` per call) and
 passes every input and output through here. A leader stamps a traced trade
-when it arrives, when its batch goes to the catalog, when the catalog's
-reply is back, when its log entry goes to the followers, when the leader's
-own fsync and the first follower's acknowledgement are done, and when the
-reply leaves; the follower's stamps come back in its ``AppendReply``. A
-follower answers a traced ``AppendEntries`` with its own two stamps.
+when it arrives, when its log entry goes to the followers, when the
+leader's own fsync and the first follower's acknowledgement are done, and
+when the reply leaves; the follower's stamps come back in its
+``AppendReply``. A follower answers a traced ``AppendEntries`` with its own
+two stamps.
 
 While no traced trade is in flight, every hook returns at its first test.
 """
@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.protocol import AppendEntries, AppendReply, ApplyTrades, PlaceTrade, TradeDone, TradesApplied
+from common.protocol import AppendEntries, AppendReply, PlaceTrade, TradeDone
 
 # Traced trades kept at most (the oldest go first): a trace that never ends
 # (its trade was refused, or the leader stepped down) must not pile up.
@@ -51,25 +51,6 @@ class Tracer:
         key = tuple(ref)
         self._by_request[msg.request_id] = _Traced(key, {"ld_recv": now})
         self._by_ref[key] = msg.request_id
-
-    def to_catalog(self, msg, now: float):
-        """A message for the catalog; a batch with a traced trade asks for the catalog's stamps."""
-        if not self._by_request or not isinstance(msg, ApplyTrades):
-            return msg
-        traced = [self._by_request[t.request_id] for t in msg.trades if t.request_id in self._by_request]
-        for trade in traced:
-            trade.stamps.setdefault("ld_batch_out", now)
-        return dataclasses.replace(msg, trace=True) if traced else msg
-
-    def from_catalog(self, msg, now: float) -> None:
-        if not self._by_request or not isinstance(msg, TradesApplied):
-            return
-        for outcome in msg.outcomes:
-            trade = self._by_request.get(outcome.request_id)
-            if trade is not None and "ld_catalog_in" not in trade.stamps:
-                trade.stamps["ld_catalog_in"] = now
-                if msg.trace and len(msg.trace) == 3:
-                    trade.stamps.update(zip(("cat_recv", "cat_committed", "cat_replied"), msg.trace))
 
     def to_peer(self, msg, now: float):
         """A message for a peer: entries of traced trades ask the follower for

@@ -2,15 +2,16 @@
 
 It subscribes to the whole bus (one SUB socket on the broker's XPUB), watches
 that socket with ZeroMQ's socket monitor, and shows every node's health, the
-order leader and its epoch, each replica's lag, trade, lookup and
-invalidation rates, and an event feed; ``--json`` writes the same as one JSON
-object per line. Modules:
+order leader and its epoch, each replica's and the catalog's lag, trade,
+lookup and invalidation rates, and an event feed; ``--json`` writes the same
+as one JSON object per line. Modules:
 
 * :mod:`.state`: the pure picture of the cluster, and the events the monitor
   derives (node dead or back, leader changed, caught up...);
 * :mod:`.rates`, :mod:`.feed`: counters to per-second rates; the event feed;
 * :mod:`.listener`: the I/O loop that owns the sockets;
-* :mod:`.jsonlines`, :mod:`.view`: the two outputs (JSON lines, rich live view).
+* :mod:`.jsonlines`, :mod:`.view`, :mod:`.exporter`: the three outputs (JSON
+  lines, the rich live view, metrics for Prometheus).
 
 docs/MONITOR.md is the user's guide.
 """

@@ -10,7 +10,8 @@ changed once taken, so the HTTP server's thread (prometheus_client's
 
 Per node: up, state, heartbeat age, restarts, socket events and rates; and
 the figures its heartbeat carries (a replica's role, epoch, last
-transaction, lag and counters; the catalog's change number and counters; a
+transaction, applied index, lag and counters; the catalog's applied and
+commit index, its lag, the replica it reads from and its counters; a
 frontend's cache, backend calls and leader). A node the monitor takes for
 dead keeps only ``up``, ``state``, its age and its restarts: its last status
 would otherwise show, say, a dead leader as still leading. Every family is
@@ -37,10 +38,12 @@ P = "bazaar_cluster_"
 
 # A node's rates (NodeRow.rates keys) and the family each becomes.
 NODE_RATES = {
-    "trades": ("node_trades_per_second", "Trades per second: received by a replica, applied by the catalog."),
+    "trades": ("node_trades_per_second",
+               "Trades per second: received by a replica; carried out, as the catalog applied them from the log."),
     "reads": ("node_reads_per_second", "Order reads (GET /orders/<n>) per second received by a replica."),
-    "lookups": ("node_lookups_per_second", "Lookups per second: served by the catalog, answered by a frontend."),
-    "seq": ("node_invalidations_per_second", "Stock changes (cache invalidations) per second the catalog published."),
+    "lookups": ("node_lookups_per_second",
+                "Lookups per second: answered by the catalog, by an order replica, or by a frontend."),
+    "applied": ("node_applied_entries_per_second", "Log entries per second the catalog applied."),
     "orders": ("node_order_calls_per_second", "Trade and order-read attempts per second a frontend sent to a replica."),
 }
 # The cluster's rates (Snapshot.rates keys).
@@ -49,8 +52,9 @@ CLUSTER_RATES = {
     "requests": ("trade_requests_per_second", "Trades per second received by the replicas (retries included)."),
     "lookups": ("lookups_per_second", "Lookups per second over every frontend."),
     "catalog_lookups": ("catalog_lookups_per_second", "Lookups per second the catalog served (cache misses)."),
-    "invalidations": ("invalidations_per_second", "Stock changes per second the catalog published."),
-    "stock_msgs": ("stock_messages_per_second", "stock_changed messages per second the monitor received."),
+    "invalidations": ("invalidations_per_second",
+                      "Stock changes per second the catalog published (the trades it applied from the log)."),
+    "stock_msgs": ("stock_messages_per_second", "stock_changes messages per second the monitor received."),
     "bus": ("bus_messages_per_second", "Bus messages per second the monitor received."),
 }
 # (family suffix, ReplicaStatus attribute, help); gauges, then counters.
@@ -59,23 +63,28 @@ REPLICA_GAUGES = (
     ("replica_last_txn", "last_txn", "The last transaction number in the replica's log."),
     ("replica_last_index", "last_index", "The last index of the replica's log (trades and no-op entries)."),
     ("replica_commit_index", "commit", "The replica's commit index."),
-    ("replica_queued", "queued", "Trades waiting on the leader to be sent to the catalog."),
-    ("replica_awaiting", "awaiting", "Trades applied by the catalog, waiting for a majority of the log."),
+    ("replica_applied_index", "applied", "The log index the replica's book has folded (applied) up to."),
+    ("replica_queued", "queued", "Trades waiting on a new leader for its first entry to commit."),
+    ("replica_awaiting", "awaiting", "Trades the leader decided, waiting for their log entry to commit."),
 )
 REPLICA_COUNTERS = (
     ("replica_trades", "trades", "Trade requests the replica received since it started."),
     ("replica_reads", "reads", "Order reads the replica received since it started."),
+    ("replica_lookups", "lookups", "Lookups the replica answered (the catalog down or behind) since it started."),
     ("replica_bad_requests", "bad_requests", "Malformed requests the replica refused since it started."),
     ("replica_dropped_sends", "dropped_sends", "Messages to peers the replica dropped (queue full) since it started."),
 )
 CATALOG_GAUGES = (
-    ("catalog_seq", "seq", "The catalog's last change number."),
-    ("catalog_fence_epoch", "fence", "The highest epoch the catalog accepts trades from."),
+    ("catalog_applied_index", "applied",
+     "The order log index the catalog has applied (its table is the fold of the log up to it)."),
+    ("catalog_commit_index", "commit", "The commit index the order replicas last told the catalog."),
 )
 CATALOG_COUNTERS = (
-    ("catalog_lookups", "lookups", "Lookups the catalog answered since it started."),
-    ("catalog_trades", "trades", "Trades the catalog applied since it started."),
-    ("catalog_batches", "batches", "Trade batches (durable commits) the catalog applied since it started."),
+    ("catalog_lookups", "lookups", "Lookups the catalog received since it started."),
+    ("catalog_behind", "behind", "Lookups the catalog answered 'behind' (it had not applied the index they "
+                                 "named) since it started."),
+    ("catalog_trades", "trades", "Trades carried out (log entries with a transaction number) the catalog "
+                                 "applied since it started."),
     ("catalog_bad_requests", "bad_requests", "Malformed requests the catalog refused since it started."),
 )
 CACHE_COUNTERS = (
@@ -88,6 +97,8 @@ BACKEND_COUNTERS = (
     ("frontend_backend_retries", "retries", "Backend attempts a frontend tried again."),
     ("frontend_backend_timeouts", "timeouts", "Backend attempts a frontend sent that got no reply in time."),
     ("frontend_backend_unavailable", "unavailable", "Requests a frontend gave up (HTTP 503)."),
+    ("frontend_backend_replica_lookups", "replica_lookups",
+     "Lookups an order replica answered for a frontend (the catalog down or behind)."),
 )
 
 
@@ -165,6 +176,11 @@ def _node(out: _Families, row: NodeRow, late: float) -> None:
                   "votes nor counts toward a majority until it has caught up.", 1 if r.blank else 0, node=node)
     if row.catalog is not None:
         _fields(out, row.catalog, CATALOG_GAUGES, CATALOG_COUNTERS, node)
+        if row.lag is not None:
+            out.gauge("catalog_lag_entries", "Log entries the catalog is behind: the higher of its commit index "
+                      "and the leader's, minus its applied index.", row.lag, node=node)
+        out.gauge("catalog_source_replica", "The order replica the catalog fetches the log from (0: not said).",
+                  row.catalog.source or 0, node=node)
     disk = row.replica or row.catalog
     if disk is not None:
         out.gauge("storage_ok", "1 while the node's disk takes its writes; 0 when it is full (the node refuses "

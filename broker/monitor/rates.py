@@ -1,7 +1,7 @@
 """Per-second rates from counters that nodes report in their heartbeats.
 
 A node's heartbeat carries running totals (trades received, lookups served,
-the catalog's change sequence). :class:`Rate` keeps the samples of one such
+the log index the catalog has applied). :class:`Rate` keeps the samples of one such
 counter over a sliding window and answers "how fast did it rise lately". Pure:
 it reads no clock, every call takes ``now`` (seconds, monotonic).
 

@@ -32,7 +32,17 @@ heartbeats or election events), ``leader_lost`` (the leader's node died),
 ``caught_up`` (a restarted replica stopped recovering: its event or its
 heartbeat, whichever comes first, once per incarnation), ``cache_flushed``
 (a frontend's event or a rise of its heartbeat's flush counter, once per
-flush) and ``stock_gap`` (a jump in the catalog's change sequence).
+flush) and ``stock_gap`` (a break in the chain of the catalog's
+:class:`common.protocol.StockChanges`: each covers the log entries ``prev`` + 1
+to ``index``, and one whose ``prev`` is past the last ``index`` heard means
+the monitor missed the entries between).
+
+The catalog follows the order log: its heartbeat says the index it has
+applied and the commit index the replicas told it. Its lag
+(:attr:`NodeRow.lag`) is the higher of that commit index and the leader's
+(from the leader's latest heartbeat) minus what it applied, so a catalog cut
+off from every replica, whose own commit index no longer moves, still shows
+how far behind it falls.
 
 Security: every node that accepts connections says in its heartbeat
 (:class:`common.protocol.AuthStatus`) whether it runs CURVE and how many
@@ -54,7 +64,7 @@ from common.protocol import (
     AuthStatus, BrokerStatus, CacheFlushedEvent, CampaignEvent, CatalogStatus, CaughtUpEvent, FrontendStatus,
     Heartbeat,
     LeaderAnnouncement, LeaderChangedEvent, LeaderElectedEvent, Message, NodeEvent, NodeKind, ReplicaRole,
-    ReplicaStatus, SocketEvent, StockChanged, StockChanges, StoppingEvent, Topic,
+    ReplicaStatus, SocketEvent, StockChanges, StoppingEvent, Topic,
 )
 
 from .feed import Feed, FeedItem
@@ -133,8 +143,12 @@ class NodeInfo:
 class NodeRow:
     """One node as the view shows it. ``state``: unknown, alive, silent or dead.
     ``kind`` and the status are the latest heartbeat's (a dead node's last words);
-    ``auth`` is its CURVE gate's figures (a node that accepts connections),
-    ``curve`` whether it runs CURVE (None until it says)."""
+    ``lag``: log entries behind, for a replica (the leader's ``last_index``
+    minus its own) and for the catalog (the commit index minus its
+    ``applied``, see the module docstring); ``source``: the node name of the
+    replica the catalog reads the log from; ``auth`` is its CURVE gate's
+    figures (a node that accepts connections), ``curve`` whether it runs
+    CURVE (None until it says)."""
 
     name: str
     kind: NodeKind | None
@@ -151,6 +165,7 @@ class NodeRow:
     sockets: dict[str, int]
     auth: AuthStatus | None = None
     curve: bool | None = None
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -196,7 +211,7 @@ class MonitorState:
         self.bus_retries = 0
         self.last_gap_s: float | None = None
         self.resume_at = 0.0
-        self.stock_seq: int | None = None
+        self.stock_index: int | None = None  # the last StockChanges.index heard
         self.max_txn = 0
         self.txn = Rate()
         self.stock_msgs = EventRate()
@@ -220,9 +235,7 @@ class MonitorState:
         elif isinstance(msg, LeaderAnnouncement):
             out = self._see_leader(msg.leader, msg.epoch, now, "announcement")
         elif isinstance(msg, StockChanges):
-            out = [d for change in msg.changes for d in self._on_stock_changed(change, now)]
-        elif isinstance(msg, StockChanged):
-            out = self._on_stock_changed(msg, now)
+            out = self._on_stock_changes(msg, now)
         elif isinstance(msg, NodeEvent):
             out = self._on_node_event(msg, now)
         else:
@@ -264,15 +277,18 @@ class MonitorState:
         out += self._figures(info, now, restarted)
         return out
 
-    def _on_stock_changed(self, msg: StockChanged, now: float) -> list[Derived]:
+    def _on_stock_changes(self, msg: StockChanges, now: float) -> list[Derived]:
+        """The catalog applied entries ``msg.prev + 1`` to ``msg.index``. A
+        ``prev`` past the last index heard is a gap; one below it is a catalog
+        that applies again what it had published (it lost its last writes, or
+        rebuilds): the chain restarts there, with no gap."""
         self.stock_msgs.add(now)
         out = []
-        if self.stock_seq is not None and msg.seq > self.stock_seq + 1:
+        if self.stock_index is not None and msg.prev > self.stock_index:
             out.append(Derived(Kind.STOCK_GAP, now, CATALOG, {
-                "expected": self.stock_seq + 1, "got": msg.seq, "missed": msg.seq - self.stock_seq - 1,
+                "expected": self.stock_index + 1, "got": msg.prev + 1, "missed": msg.prev - self.stock_index,
             }))
-        if self.stock_seq is None or msg.seq > self.stock_seq:
-            self.stock_seq = msg.seq
+        self.stock_index = msg.index
         return out
 
     def _on_node_event(self, msg: NodeEvent, now: float) -> list[Derived]:
@@ -370,7 +386,8 @@ class MonitorState:
             rates={
                 "trades": self.txn.per_s(now),
                 "requests": _total(requests),
-                "invalidations": None if catalog is None else catalog.rates.get("seq"),
+                # Each trade carried out that the catalog applies changes one stock: one invalidation.
+                "invalidations": None if catalog is None else catalog.rates.get("trades"),
                 "stock_msgs": self.stock_msgs.per_s(now),
                 "lookups": _total(lookups),
                 "catalog_lookups": None if catalog is None else catalog.rates.get("lookups"),
@@ -395,6 +412,7 @@ class MonitorState:
             r = info.replica
             info.count("trades", now, r.trades, reset)
             info.count("reads", now, r.reads, reset)
+            info.count("lookups", now, r.lookups, reset)
             self.max_txn = max(self.max_txn, r.last_txn)
             if r.role is ReplicaRole.LEADER:
                 self.txn.add(now, self.max_txn)  # one steady series: the leader's beats
@@ -406,15 +424,15 @@ class MonitorState:
                 out += self._caught_up(info, r.last_index, now, "heartbeat")
         elif info.catalog is not None:
             c = info.catalog
-            info.count("seq", now, c.seq, reset)
+            info.count("applied", now, c.applied, reset)
             info.count("lookups", now, c.lookups, reset)
             info.count("trades", now, c.trades, reset)
         elif info.frontend is not None:
             cache, backend = info.frontend.cache, info.frontend.backend
             if cache is not None:
                 info.count("lookups", now, cache.hits + cache.misses + cache.bypassed, reset)
-            else:
-                info.count("lookups", now, backend.catalog_calls, reset)
+            else:  # a lookup asks the catalog, or a replica (both when the catalog is behind)
+                info.count("lookups", now, backend.catalog_calls + backend.replica_lookups, reset)
             info.count("orders", now, backend.order_calls, reset)
             if cache is not None:
                 if info.flushes is None or cache.flushes < info.flushes:
@@ -472,9 +490,17 @@ class MonitorState:
             state = "alive" if self.live.is_alive(info.name, now) else "silent"
         lag = None
         leader = self.nodes.get(self.replicas.get(self.leader, "")) if self.leader is not None else None
-        if info.replica is not None and leader is not None and leader.replica is not None and state != "unknown":
-            # Heartbeats sampled apart can make it negative.
-            lag = max(0, leader.replica.last_index - info.replica.last_index)
+        leading = leader.replica if leader is not None else None
+        # Heartbeats sampled apart can make a lag negative: never below 0.
+        if info.replica is not None and leading is not None and state != "unknown":
+            lag = max(0, leading.last_index - info.replica.last_index)
+        source = None
+        if info.catalog is not None:
+            c = info.catalog
+            commit = max(c.commit, leading.commit if leading is not None else 0)
+            lag = max(0, commit - c.applied)
+            if c.source is not None:
+                source = self.replicas.get(c.source, f"order-{c.source}")
         status = info.replica or info.catalog or info.broker
         auth = None if status is None else status.auth
         curve = auth.curve if auth is not None else (info.frontend.curve if info.frontend is not None else None)
@@ -485,7 +511,7 @@ class MonitorState:
             incarnation=info.incarnation, restarts=info.restarts,
             replica=info.replica, catalog=info.catalog, frontend=info.frontend,
             rates={k: (r.per_s(now) if state == "alive" else None) for k, r in info.rates.items()},
-            lag=lag, sockets=dict(info.sockets),
+            lag=lag, sockets=dict(info.sockets), source=source,
         )
 
 

@@ -197,10 +197,13 @@ def _cells(row: NodeRow) -> list[Text | str]:
         txn = "none" if r.last_txn == 0 else str(r.last_txn)
         lag = "" if row.lag is None else str(row.lag)
         load = f"{_rate(row.rates.get('trades'))} trades/s"
+        if r.lookups:  # lookups it answered while the catalog was down or behind
+            load += f" · {_rate(row.rates.get('lookups'))} lookups/s"
     elif row.catalog is not None:
-        role = f"seq {row.catalog.seq}"
-        epoch = str(row.catalog.fence)
-        load = f"{_rate(row.rates.get('seq'))} inval/s · {_rate(row.rates.get('lookups'))} lookups/s"
+        c = row.catalog
+        role = f"applied {c.applied}" + (f" from {row.source}" if row.source is not None else "")
+        lag = "" if row.lag is None else str(row.lag)
+        load = f"{_rate(row.rates.get('trades'))} trades/s · {_rate(row.rates.get('lookups'))} lookups/s"
     elif row.frontend is not None:
         cache = row.frontend.cache
         role = "cache off" if cache is None else f"cache {cache.size}/{cache.capacity}"
@@ -292,7 +295,8 @@ def describe(item: FeedItem) -> str:
         "bus_disconnected": lambda: f"BUS LOST: {d.get('event')} {d.get('endpoint')}",
         "bus_connected": lambda: f"bus connected {d.get('endpoint')}"
         + (f" after {_seconds(d['down_s'])} ({d.get('retries')} retries)" if "down_s" in d else ""),
-        "stock_gap": lambda: f"missed {d.get('missed')} stock change(s) on the bus: seq {d.get('expected')}"
+        "stock_gap": lambda: f"missed the stock changes of {d.get('missed')} log entr"
+        + ("y" if d.get("missed") == 1 else "ies") + f" on the bus: entry {d.get('expected')}"
         + (f" to {d['got'] - 1}" if isinstance(d.get("got"), int) and d["got"] - 1 != d.get("expected") else ""),
         "storage": lambda: {"full": "DISK FULL", "failed": "DISK FAILED"}.get(d.get("state"), "disk ok")
         + f": {d.get('detail')}",

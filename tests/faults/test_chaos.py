@@ -13,7 +13,7 @@ import pytest
 
 from .chaos import run_chaos
 
-FAST = {"timeouts": {"request_ms": 500, "lookup_attempts": 2, "trade_deadline_ms": 2000, "catalog_ms": 200}}
+FAST = {"timeouts": {"request_ms": 500, "lookup_attempts": 2, "trade_deadline_ms": 2000}}
 
 
 @pytest.mark.slow

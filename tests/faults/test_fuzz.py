@@ -86,7 +86,7 @@ def test_after_http_fuzzing_every_node_lives_and_the_books_balance(fuzz_http):
     for node in cluster.nodes.values():
         assert node.alive, f"{node.name} died"
     leader = cluster.leader()
-    log = cluster.order_log(leader)
+    log = cluster.trades(leader)
     assert len(log) == getattr(cluster, "fuzz_trades", 0)
     stocks = cluster.stocks()
     for name, initial in initial_stocks().items():
@@ -158,7 +158,7 @@ def test_after_frame_fuzzing_every_node_lives_and_state_is_consistent(shared_clu
     reply = shared_cluster.api.post("/orders", {"name": "FishCo", "quantity": 1, "type": "sell"})
     assert reply.status == 200
     leader = shared_cluster.leader()
-    log = shared_cluster.order_log(leader)
+    log = shared_cluster.trades(leader)
     assert [r[0] for r in log] == list(range(1, len(log) + 1))
     stocks = shared_cluster.stocks()
     for name, initial in initial_stocks().items():

@@ -20,7 +20,7 @@ from harness.history import History, Load
 
 pytestmark = pytest.mark.slow
 
-FAST = {"timeouts": {"request_ms": 500, "lookup_attempts": 2, "trade_deadline_ms": 2000, "catalog_ms": 200}}
+FAST = {"timeouts": {"request_ms": 500, "lookup_attempts": 2, "trade_deadline_ms": 2000}}
 
 
 @pytest.fixture

@@ -83,7 +83,7 @@ def test_trace_prints_the_budget_of_every_stage():
 
 def test_codec_bench_compares_every_trade_message_with_bare_msgpack():
     out = run_bench("codec", ["-n", "200", "--repeat", "1"], timeout=60)
-    for name in ("place_trade", "apply_trades", "trades_applied", "append_entries", "append_entries (heartbeat)",
+    for name in ("place_trade", "read_committed", "committed_entries", "append_entries", "append_entries (heartbeat)",
                  "append_reply", "trade_done", "stock_changes", "all of them"):
         row = re.search(r"^\| " + re.escape(name) + r" \|([^\n]*)$", out, re.M)
         assert row, f"no row for {name}:\n{out}"

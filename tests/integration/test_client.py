@@ -91,7 +91,7 @@ def test_session_against_a_cluster_verifies_every_order(cluster_factory):
     verified = int(re.search(r"verified: all (\d+) acknowledged", result.stdout).group(1))
     assert acked == verified > 100  # p = 0.6 of 300 lookups
     # Each acknowledged trade is in the log exactly once, and nothing else is.
-    assert len(cluster.order_log(cluster.leader())) == acked
+    assert len(cluster.trades(cluster.leader())) == acked
 
 
 def test_a_session_rides_out_a_frontend_restart(cluster_factory):
@@ -104,7 +104,7 @@ def test_a_session_rides_out_a_frontend_restart(cluster_factory):
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
-        wait_until(lambda: len(cluster.order_log(cluster.leader())) >= 100, 60, "100 trades of the session")
+        wait_until(lambda: len(cluster.trades(cluster.leader())) >= 100, 60, "100 trades of the session")
         cluster.frontend.kill()
         cluster.frontend.start()
         out, _ = proc.communicate(timeout=120)
@@ -116,7 +116,7 @@ def test_a_session_rides_out_a_frontend_restart(cluster_factory):
     assert resent >= 1
     acked = int(re.search(r"trades: (\d+) acknowledged", out).group(1))
     assert re.search(rf"verified: all {acked} acknowledged", out)
-    assert len(cluster.order_log(cluster.leader())) == acked  # no trade applied twice
+    assert len(cluster.trades(cluster.leader())) == acked  # no trade applied twice
 
 
 class StubFrontend:

@@ -148,7 +148,7 @@ def test_counters_move_as_the_load_did_and_the_leader_metrics_follow_a_kill(expo
     history.note(f"restart order-{leader}")
     cluster.replica(leader).start()
     assert_promises_kept(cluster, history)
-    logged = len(cluster.order_log(new))
+    logged = len(cluster.trades(new))
     assert logged == len(history.by_status("ok"))
     wait_until(lambda: get(cluster_metrics(), "bazaar_cluster_last_txn") == logged, 10,
                f"the exporter's last transaction number to be {logged}")

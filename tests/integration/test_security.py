@@ -3,8 +3,8 @@ socket between nodes, against real clusters.
 
 An outsider comes in two kinds: a socket with no key at all, and one with a
 valid CURVE key pair of its own that is not the cluster's (it knows every
-server's public key: those are public). Neither can look up, trade, fence,
-replicate, vote, publish a stock change, announce a leader or even listen to
+server's public key: those are public). Neither can look up, trade, read the
+log, replicate, vote, publish a stock change, announce a leader or even listen to
 the bus on any node: its handshake fails, the node logs the attempt (with
 the peer's address and key when it had one) and counts it in its heartbeat,
 and the cluster's state is the same afterwards. A process on a node's port
@@ -26,8 +26,8 @@ from zmq.utils.monitor import recv_monitor_message
 
 from common import codec, security
 from common.protocol import (
-    AppendEntries, ApplyTrades, AuthRefusedEvent, AuthStatus, Fence, GetOrder, Heartbeat, LeaderAnnouncement,
-    LogEntry, Lookup, PlaceTrade, StockChanged, StockInfo, Topic, TradeItem, TradeRecord, VoteRequest,
+    AppendEntries, AuthRefusedEvent, AuthStatus, GetOrder, Heartbeat, LeaderAnnouncement, LogEntry, Lookup,
+    PlaceTrade, ReadCommitted, StockChanged, StockChanges, StockInfo, Topic, TradeRecord, VoteRequest,
 )
 from common.sockets import CurveClient, apply_curve
 from harness.bus import BusTap
@@ -107,9 +107,8 @@ def cluster_state(cluster: Cluster, tap: BusTap) -> dict:
     stats = cluster.stats()
     return {
         "stocks": cluster.stocks(),
-        "journal": cluster.journal(),
         "logs": {i: cluster.order_log(i) for i in (1, 2, 3)},
-        "fence": beats["catalog"].catalog.fence,
+        "catalog applied": beats["catalog"].catalog.applied,
         "terms": {i: beats[f"order-{i}"].replica.term for i in (1, 2, 3)},
         "leaders": {i: beats[f"order-{i}"].replica.leader for i in (1, 2, 3)},
         "frontend leader": stats["leader"],
@@ -122,29 +121,28 @@ def attempts(cluster: Cluster) -> dict[str, tuple[str, int, list[list[bytes]]]]:
     """What an outsider tries: name -> (target, socket type, the frames it sends)."""
     leader = cluster.leader()
     follower = 1 if leader != 1 else 2
-    last = len(cluster.order_log(follower))
-    record = TradeRecord(txn=last + 1, request_id="intruder-r", name="TorcJewels", quantity=90, side="buy", seq=FAR)
+    last = len(cluster.trades(follower))
+    record = TradeRecord(request_id="intruder-r", name="TorcJewels", quantity=90, side="buy", txn=last + 1)
     dealer = lambda msg: [b"", codec.encode(msg)]  # noqa: E731
     return {
         "look up": ("catalog", zmq.DEALER, [dealer(Lookup("TorcJewels"))]),
-        "trade at the catalog": ("catalog", zmq.DEALER, [dealer(ApplyTrades(epoch=FAR, batch=1, trades=[
-            TradeItem(request_id="intruder-1", name="TorcJewels", quantity=90, side="buy")]))]),
-        "fence the catalog": ("catalog", zmq.DEALER, [dealer(Fence(epoch=FAR, after_seq=0, limit=10))]),
+        "look up at a replica": (f"order-{follower}", zmq.DEALER, [dealer(Lookup("TorcJewels"))]),
+        "read the log": (f"order-{follower}", zmq.DEALER, [dealer(ReadCommitted(after=0, limit=10))]),
         "trade": (f"order-{leader}", zmq.DEALER, [dealer(PlaceTrade("intruder-2", "TorcJewels", 90, "buy"))]),
         "read an order": (f"order-{leader}", zmq.DEALER, [dealer(GetOrder(1))]),
         "replicate": (f"order-{follower}", zmq.DEALER, [dealer(AppendEntries(
             term=FAR, leader=leader, prev_index=0, prev_term=0, entries=[LogEntry(1, FAR, record)], commit=1))]),
         "vote": (f"order-{follower}", zmq.DEALER, [dealer(VoteRequest(
             term=FAR, candidate=follower, last_index=FAR, last_term=FAR, pre_vote=False))]),
-        "publish a stock change": ("xsub", zmq.PUB, [codec.encode_pub(Topic.STOCK, StockChanged(
-            name="FishCo", price=0.01, quantity=0, version=FAR, seq=FAR))]),
+        "publish a stock change": ("xsub", zmq.PUB, [codec.encode_pub(Topic.STOCK, StockChanges(
+            prev=FAR - 1, index=FAR, changes=[StockChanged(name="FishCo", price=0.01, quantity=0, version=FAR)]))]),
         "announce a leader": ("xsub", zmq.PUB, [codec.encode_pub(Topic.LEADER, LeaderAnnouncement(
             leader=follower, epoch=FAR, endpoint=cluster.endpoint(f"order-{follower}")))]),
         "hear the bus": ("xpub", zmq.SUB, []),
     }
 
 
-ATTEMPTS = ["look up", "trade at the catalog", "fence the catalog", "trade", "read an order", "replicate", "vote",
+ATTEMPTS = ["look up", "look up at a replica", "read the log", "trade", "read an order", "replicate", "vote",
             "publish a stock change", "announce a leader", "hear the bus"]
 
 
@@ -232,11 +230,11 @@ def test_the_monitor_shows_each_refusal_with_its_key(watched):
 
 
 def test_a_process_on_a_nodes_port_without_its_key_gets_no_message(cluster_factory):
-    """The catalog dies and an impostor takes its port, with a key pair of its
-    own, letting any client key in: the replicas and the frontend, who dial
-    the catalog's public key, never finish a handshake with it."""
+    """A replica dies and an impostor takes its port, with a key pair of its
+    own, letting any client key in: the catalog, the other replicas and the
+    frontend, who dial the replica's public key, never finish a handshake with it."""
     cluster = cluster_factory()
-    cluster.node("catalog").kill()
+    cluster.replica(1).kill()
     ctx = zmq.Context()
     impostor = ctx.socket(zmq.ROUTER)
     impostor.setsockopt(zmq.LINGER, 0)
@@ -247,26 +245,28 @@ def test_a_process_on_a_nodes_port_without_its_key_gets_no_message(cluster_facto
     events = impostor.get_monitor_socket(HANDSHAKE_EVENTS)
     failed, succeeded = [], []
     try:
-        wait_until(lambda: _bind(impostor, cluster.endpoint("catalog")), 10, "the catalog's port to be free")
+        wait_until(lambda: _bind(impostor, cluster.endpoint("order-1")), 10, "the replica's port to be free")
 
         def enough_tries() -> bool:
             while events.poll(0):
                 event = recv_monitor_message(events)["event"]
                 (succeeded if event == zmq.EVENT_HANDSHAKE_SUCCEEDED else failed).append(event)
-            return len(failed) >= 6  # the frontend and three replicas redial every 100 ms
+            return len(failed) >= 6  # the catalog, the frontend and two replicas redial every 100 ms
 
         wait_until(enough_tries, 15, "the cluster's clients to try the impostor")
         assert succeeded == [] and not impostor.poll(0)
-        wait_until(lambda: "socket=catalog event=handshake_failed" in cluster.node("order-1").log(), 10,
+        wait_until(lambda: "socket=peer-1 event=handshake_failed" in cluster.node("order-2").log(), 10,
                    "a replica to log its failed handshake with the impostor")
-        wait_until(lambda: "socket=dealer:catalog event=handshake_failed" in cluster.frontend.log(), 10,
+        wait_until(lambda: "socket=order-1 event=handshake_failed" in cluster.node("catalog").log(), 10,
+                   "the catalog to log its failed handshake with the impostor")
+        wait_until(lambda: "socket=dealer:order-1 event=handshake_failed" in cluster.frontend.log(), 10,
                    "the frontend to log its failed handshake with the impostor")
     finally:
         impostor.disable_monitor()
         events.close(linger=0)
         impostor.close(linger=0)
         ctx.term()
-    cluster.node("catalog").start()
+    cluster.replica(1).start()
     cluster.wait_ready()
     assert cluster.api.post("/orders", {"name": "FishCo", "quantity": 1, "type": "buy"}).status == 200
 

@@ -7,8 +7,9 @@ from .world import CATALOG, STOCKS, NetConfig, World
 
 def run(seed: int, duration: float = 3.0, trades: int = 60, trace: bool = False,
         net: NetConfig | None = None) -> World:
-    """Trades from clients while replicas crash, restart and get cut off, then
-    settle and check everything.
+    """Trades from clients while replicas crash, restart, lose their disks and
+    get cut off, and the catalog crashes (losing its last writes, sometimes),
+    pauses, loses its disk and gets cut off; then settle and check everything.
 
     :raises Violation: with the seed in the message, when a promise broke.
     """
@@ -24,7 +25,7 @@ def run(seed: int, duration: float = 3.0, trades: int = 60, trace: bool = False,
     t = 0.4
     while t < duration:
         kind = rng.choice(("crash", "crash_leader", "cut", "cut_catalog", "isolate_leader", "crash_catalog",
-                           "wipe", "nothing"))
+                           "wipe", "wipe_catalog", "pause_catalog", "nothing"))
         victim = rng.choice(world.ids)
         if kind == "crash":
             world._schedule(t, "call", lambda v=victim: world.crash(v))
@@ -55,9 +56,15 @@ def run(seed: int, duration: float = 3.0, trades: int = 60, trace: bool = False,
                     world.wipe(v)
                     world._schedule(world.now + back, "call", lambda: world.restart(v))
             world._schedule(t, "call", wipe)
-        elif kind == "crash_catalog":
-            world._schedule(t, "call", world.crash_catalog)
+        elif kind == "crash_catalog":  # sometimes a power cut: its last writes are lost too
+            lose = rng.choice((0, 0, 1, 3))
+            world._schedule(t, "call", lambda n=lose: world.crash_catalog(n))
             world._schedule(t + rng.uniform(0.05, 0.5), "call", world.restart_catalog)
+        elif kind == "wipe_catalog":
+            world._schedule(t, "call", world.wipe_catalog)
+            world._schedule(t + rng.uniform(0.05, 0.5), "call", world.restart_catalog)
+        elif kind == "pause_catalog":
+            world._schedule(t, "call", lambda d=rng.uniform(0.05, 0.5): world.pause_catalog(d))
         elif kind == "cut_catalog":
             world._schedule(t, "call", lambda v=victim: world.partition(v, CATALOG))
             world._schedule(t + rng.uniform(0.1, 0.5), "call", world.heal)

@@ -12,23 +12,26 @@ from harness.history import History, Op
 
 @dataclass
 class FakeCluster:
-    """Just what check() reads: three replicas' logs, stocks, journal."""
+    """Just what check() reads: three replicas' logs, their genesis, the catalog's stocks."""
 
     logs: dict[int, list[tuple]]
     replicas: int = 3
     http_ports: list[int] = field(default_factory=lambda: [0])
+    catalog_off_by: int = 0
 
     def order_log(self, i: int) -> list[tuple]:
         return self.logs[i]
 
+    def genesis(self, i: int = 1) -> dict[str, int]:
+        return dict(initial_stocks())
+
     def stocks(self) -> dict:
         quantities = dict(initial_stocks())
-        for _, _, name, qty, side in self.logs[1]:
-            quantities[name] += qty if side == "sell" else -qty
+        for _, _, name, qty, side, status in self.logs[1]:
+            if status == "ok":
+                quantities[name] += qty if side == "sell" else -qty
+        quantities["FishCo"] += self.catalog_off_by
         return {n: (1.0, q, 0, 1) for n, q in quantities.items()}
-
-    def journal(self) -> list[tuple]:
-        return [(k + 1, *row[1:]) for k, row in enumerate(self.logs[1])]
 
 
 def history(*ops: Op) -> History:
@@ -38,12 +41,12 @@ def history(*ops: Op) -> History:
     return h
 
 
-def op(key: str, txn: int | None, status: str = "ok", qty: int = 1) -> Op:
-    return Op(key, "FishCo", qty, "buy", invoked=0.0, client=0, status=status, txn=txn, completed=0.1)
+def op(key: str, txn: int | None, status: str = "ok", qty: int = 1, detail: str = "") -> Op:
+    return Op(key, "FishCo", qty, "buy", invoked=0.0, client=0, status=status, txn=txn, completed=0.1, detail=detail)
 
 
-def row(txn: int, key: str, qty: int = 1) -> tuple:
-    return (txn, key, "FishCo", qty, "buy")
+def row(txn: int | None, key: str, qty: int = 1) -> tuple:
+    return (txn, key, "FishCo", qty, "buy", "ok" if txn is not None else "not_enough_stock")
 
 
 def promises(cluster, h) -> set[str]:
@@ -88,11 +91,30 @@ def test_a_refused_trade_in_the_log_is_found():
                                                  history(op("a", None, status="fail")))
 
 
-def test_a_catalog_that_disagrees_with_the_log_is_found():
+def test_a_refusal_for_want_of_stock_that_is_not_logged_is_found():
     log = [row(1, "a")]
-    cluster = FakeCluster({1: log, 2: log, 3: log})
-    cluster.journal = lambda: []  # the catalog never applied it
-    assert "conservation" in promises(cluster, history(op("a", 1)))
+    refused = op("b", None, status="fail", qty=500, detail="Not enough stock")
+    assert "refusals are durable" in promises(FakeCluster({1: log, 2: log, 3: log}), history(op("a", 1), refused))
+    logged = [row(1, "a"), row(None, "b", qty=500)]
+    assert promises(FakeCluster({1: logged, 2: logged, 3: logged}), history(op("a", 1), refused)) == set()
+
+
+def test_a_refusal_the_log_before_it_does_not_justify_is_found():
+    log = [row(None, "a", qty=1)]  # 1 FishCo was there to buy
+    assert "refusals are right" in promises(FakeCluster({1: log, 2: log, 3: log}),
+                                            history(op("a", None, status="fail", detail="Not enough stock")))
+
+
+def test_a_buy_of_more_than_the_log_leaves_is_found():
+    initial = initial_stocks()["FishCo"]
+    log = [row(1, "a", qty=initial), row(2, "b", qty=1)]
+    assert "one source of truth" in promises(FakeCluster({1: log, 2: log, 3: log}), history(op("a", 1), op("b", 2)))
+
+
+def test_a_catalog_that_disagrees_with_the_fold_of_the_log_is_found():
+    log = [row(1, "a")]
+    cluster = FakeCluster({1: log, 2: log, 3: log}, catalog_off_by=1)  # applied twice, or skipped one
+    assert "one source of truth" in promises(cluster, history(op("a", 1)))
 
 
 def test_the_report_shows_the_operation_and_the_faults_around_it():

@@ -19,68 +19,58 @@ from hypothesis import strategies as st
 from common import codec
 from common.errors import LocalProtocolError, RemoteProtocolError
 from common.protocol import (
-    EVENTS, MESSAGES, PROTOCOL_VERSION, AppendEntries, AppendReply, ApplyTrades, AuthRefusedEvent, AuthStatus,
-    BackendStatus, BrokerStatus, CacheFlushedEvent, CacheStatus, CampaignEvent, CatalogStatus, CaughtUpEvent, Error, ErrorCode, Fence, Fenced, FrontendStatus,
-    GetOrder, Heartbeat, JournalEntry, LeaderAnnouncement, LeaderBelief, LeaderChangedEvent, LeaderElectedEvent,
-    LogEntry, Lookup, Message, NodeEvent, NodeKind, OrderInfo, PeerHello, PlaceTrade, ReplicaRole, ReplicaStatus,
-    SocketEvent, StartedEvent, StorageEvent, SteppedDownEvent, StockChanged, StockChanges, StockInfo, StoppingEvent, Topic, TradeDone,
-    TradeItem, TradeOutcome, TradeRecord, TradesApplied, VoteReply, VoteRequest,
+    EVENTS, MESSAGES, PROTOCOL_VERSION, AppendEntries, AppendReply, AuthRefusedEvent, AuthStatus,
+    BackendStatus, BrokerStatus, CacheFlushedEvent, CacheStatus, CampaignEvent, CatalogStatus, CaughtUpEvent,
+    CommittedEntries, Error, ErrorCode, FrontendStatus, GetOrder, Heartbeat, LeaderAnnouncement, LeaderBelief,
+    LeaderChangedEvent, LeaderElectedEvent, LogEntry, Lookup, Message, NodeEvent, NodeKind, OrderInfo, PeerHello,
+    PlaceTrade, ReadCommitted, ReplicaRole, ReplicaStatus, SocketEvent, StartedEvent, StorageEvent, SteppedDownEvent,
+    StockChanged, StockChanges, StockInfo, StockRow, StoppingEvent, Topic, TradeDone, TradeRecord, TradeStatus,
+    VoteReply, VoteRequest,
 )
 
-STOCK = StockInfo(name="GameStart", price=15.99, quantity=97, volume=3, version=4, seq=1021)
-RECORD = TradeRecord(txn=41, request_id="5f1c0e2a9b7d4c38a1e6f0b2c3d4e5f6", name="FishCo", quantity=2,
-                     side="sell", seq=1020)
-
-APPLY = ApplyTrades(epoch=7, batch=12, trades=[
-    TradeItem(request_id="req-1", name="BoarCo", quantity=5, side="buy"),
-    TradeItem(request_id="req-2", name="FishCo", quantity=1, side="sell"),
-])
-APPLIED = TradesApplied(batch=12, outcomes=[
-    TradeOutcome(request_id="req-1", status="ok", seq=1021, stock=STOCK),
-    TradeOutcome(request_id="req-3", status="ok", seq=1000),
-    TradeOutcome(request_id="req-2", status="stock_not_found"),
-])
+STOCK = StockInfo(name="GameStart", price=15.99, quantity=97, volume=3, version=88, index=89)
+RECORD = TradeRecord(request_id="5f1c0e2a9b7d4c38a1e6f0b2c3d4e5f6", name="FishCo", quantity=2, side="sell", txn=41)
+REFUSAL = TradeRecord(request_id="req-2", name="FishCo", quantity=900, side="buy", status=TradeStatus.NOT_ENOUGH_STOCK)
+GENESIS = LogEntry(index=1, term=1, genesis=[StockRow("GameStart", 15.99, 100, 0), StockRow("FishCo", 24.5, 3, 9)])
+FEED = CommittedEntries(entries=[GENESIS, LogEntry(index=2, term=1, trade=RECORD),
+                                 LogEntry(index=3, term=1, trade=REFUSAL)], commit=90, leader=3)
 APPEND = AppendEntries(term=7, leader=3, prev_index=87, prev_term=6, entries=[
     LogEntry(index=88, term=7, trade=RECORD), LogEntry(index=89, term=7),
 ], commit=87, probe=311)
 REPLICA = ReplicaStatus(id=3, role=ReplicaRole.LEADER, term=7, leader=3, commit=87, last_index=89,
-                        recovering=False, down=[1, 2], ready=True, queued=4, awaiting=2, batch=16, next_txn=42,
-                        last_txn=41, trades=120, reads=7, bad_requests=1, dropped_sends=3,
+                        recovering=False, down=[1, 2], ready=True, queued=4, awaiting=2, next_txn=42,
+                        last_txn=41, trades=120, reads=7, bad_requests=1, dropped_sends=3, applied=87, lookups=12,
                         auth=AuthStatus(curve=True, refused=2, failed_handshakes=5))
 FOLLOWER = ReplicaStatus(id=1, role=ReplicaRole.FOLLOWER, term=7, commit=80, last_index=85, recovering=True,
                          down=[], ready=False, queued=0, awaiting=0, next_txn=0, last_txn=40, trades=0, reads=0,
                          bad_requests=0, dropped_sends=0)
-CATALOG = CatalogStatus(seq=1021, fence=7, lookups=530, trades=120, batches=31, bad_requests=0,
+CATALOG = CatalogStatus(applied=1021, commit=1030, lookups=530, trades=120, bad_requests=0, behind=4, source=3,
                         auth=AuthStatus(curve=True, refused=0, failed_handshakes=0))
 BROKER = BrokerStatus(auth=AuthStatus(curve=False, refused=0, failed_handshakes=0))
 CACHE = CacheStatus(size=10, capacity=10, streaming=True, hits=412, misses=90, bypassed=5, installs=95,
                     stale_refused=1, invalidations=64, evictions=85, flushes=2, hit_rate=0.8207, stream_seq=1021)
 FRONTEND = FrontendStatus(node="frontend", cache=CACHE, leader=LeaderBelief(leader=3, epoch=7),
-                          backend=BackendStatus(catalog_calls=95, order_calls=120, retries=2, unavailable=0),
+                          backend=BackendStatus(catalog_calls=95, order_calls=120, retries=2, unavailable=0,
+                                                replica_lookups=7),
                           heard={"broker": 0.012, "catalog": 0.05, "order-3": 0.1})
 
 EXAMPLES: list[Message] = [
     Error(code=ErrorCode.BAD_REQUEST, message="quantity must be at most 1000000"),
     Error(code=ErrorCode.NOT_LEADER, message="order replica 2 does not lead", leader=3, epoch=7),
-    Error(code=ErrorCode.STALE_EPOCH, message="epoch 6 is fenced off", epoch=7),
+    Error(code=ErrorCode.BEHIND, message="the catalog has applied the log up to 80 of 90", index=80),
     Lookup(name="GameStart"),
+    Lookup(name="GameStart", min_index=88),
     STOCK,
-    TradeItem(request_id="req-1", name="BoarCo", quantity=5, side="buy"),
-    APPLY,
-    ApplyTrades(epoch=1, batch=1, trades=[]),
-    TradeOutcome(request_id="req-1", status="ok", seq=1021, stock=STOCK),
-    TradeOutcome(request_id="req-2", status="not_enough_stock"),
-    APPLIED,
-    Fence(epoch=7, after_seq=1000, limit=500),
-    JournalEntry(seq=1001, request_id="req-9", name="OakFolk", quantity=3, side="buy"),
-    Fenced(epoch=7, entries=[
-        JournalEntry(seq=1001, request_id="req-9", name="OakFolk", quantity=3, side="buy"),
-        JournalEntry(seq=1002, request_id="req-10", name="OakFolk", quantity=1, side="sell"),
-    ], more=True),
-    Fenced(epoch=7, entries=[], more=False),
     PlaceTrade(request_id="Idem-Key_01", name="GameStart", quantity=1_000_000, side="buy"),
-    TradeDone(txn=41, name="GameStart", quantity=3, side="buy", stock=STOCK),
+    PlaceTrade(request_id="k", name="GameStart", quantity=1, side="sell", deadline_ms=1_796_000_000_000),
+    TradeDone(txn=41, name="GameStart", quantity=3, side="buy", index=88, stock=STOCK),
     TradeDone(txn=0, name="GameStart", quantity=3, side="buy"),
+    ReadCommitted(after=87, limit=1000, wait_ms=300),
+    FEED,
+    CommittedEntries(entries=[], commit=0),
+    REFUSAL,
+    StockRow("GameStart", 15.99, 100, 0),
+    GENESIS,
     GetOrder(txn=41),
     OrderInfo(txn=41, name="GameStart", quantity=3, side="buy"),
     RECORD,
@@ -116,10 +106,12 @@ EXAMPLES: list[Message] = [
     Heartbeat(node="broker", incarnation="df447e029133", seq=2, interval_ms=100, kind=NodeKind.BROKER,
               broker=BrokerStatus(auth=AuthStatus(curve=True, refused=1, failed_handshakes=0))),
     LeaderAnnouncement(leader=3, epoch=7, endpoint="tcp://127.0.0.1:5563"),
-    StockChanged(name="GameStart", price=15.99, quantity=97, version=4, seq=1021),
-    StockChanges(changes=[StockChanged(name="GameStart", price=15.99, quantity=97, version=4, seq=1021),
-                          StockChanged(name="FishCo", price=24.5, quantity=3, version=9, seq=1022)]),
-    StartedEvent(node="catalog", seq=1021),
+    LeaderAnnouncement(leader=3, epoch=7, endpoint="tcp://127.0.0.1:5563", commit=90),
+    StockChanged(name="GameStart", price=15.99, quantity=97, version=88),
+    StockChanges(prev=87, index=90, changes=[StockChanged(name="GameStart", price=15.99, quantity=97, version=88),
+                                             StockChanged(name="FishCo", price=24.5, quantity=3, version=90)]),
+    StockChanges(prev=90, index=91, changes=[]),
+    StartedEvent(node="catalog", applied=1021),
     StartedEvent(node="order-2", last_index=90, term=7),
     StartedEvent(node="frontend", cache=False),
     StartedEvent(node="broker"),
@@ -189,17 +181,20 @@ def test_a_field_that_holds_its_default_is_left_out_and_read_back():
 
 
 def test_nested_messages_are_plain_maps_without_version_or_name():
-    body = _valid(APPLY)
-    assert body["trades"][0] == {"request_id": "req-1", "name": "BoarCo", "quantity": 5, "side": "buy"}
-    body = _valid(TradeOutcome(request_id="r", status="ok", seq=1, stock=STOCK))
+    body = _valid(FEED)
+    assert body["entries"][1]["trade"] == {"request_id": "5f1c0e2a9b7d4c38a1e6f0b2c3d4e5f6", "name": "FishCo",
+                                           "quantity": 2, "side": "sell", "txn": 41}
+    assert body["entries"][2]["trade"]["status"] == "not_enough_stock"
+    body = _valid(TradeDone(txn=1, name="A", quantity=1, side="buy", stock=STOCK))
     assert "v" not in body["stock"] and "msg" not in body["stock"]
 
 
 def test_nested_round_trip_keeps_the_nested_types():
-    msg = codec.decode(codec.encode(APPLIED))
-    assert isinstance(msg.outcomes[0], TradeOutcome)
-    assert isinstance(msg.outcomes[0].stock, StockInfo)
-    assert msg.outcomes[1].stock is None
+    msg = codec.decode(codec.encode(FEED))
+    assert isinstance(msg.entries[0].genesis[0], StockRow) and msg.entries[0].trade is None
+    assert msg.entries[2].trade.status is TradeStatus.NOT_ENOUGH_STOCK and msg.entries[2].trade.txn is None
+    done = codec.decode(codec.encode(TradeDone(txn=1, name="A", quantity=1, side="buy", stock=STOCK)))
+    assert isinstance(done.stock, StockInfo)
     entries = codec.decode(codec.encode(APPEND)).entries
     assert isinstance(entries[0].trade, TradeRecord) and entries[1].trade is None
     frontend = codec.decode(codec.encode(Heartbeat("frontend", "i", 1, 100, NodeKind.FRONTEND,
@@ -229,7 +224,7 @@ def test_each_event_kind_is_a_message_named_by_its_kind():
 
 
 def test_an_events_details_are_its_fields_that_are_set():
-    assert StartedEvent(node="catalog", seq=4).details() == {"seq": 4}
+    assert StartedEvent(node="catalog", applied=4).details() == {"applied": 4}
     assert LeaderChangedEvent(node="order-1", epoch=3).details() == {"epoch": 3}
     assert StoppingEvent(node="broker").details() == {}
 
@@ -265,10 +260,10 @@ def test_unknown_extra_keys_are_ignored():
     body = _valid(Lookup("GameStart"))
     body["future_field"] = {"anything": [1, 2]}
     assert codec.decode(msgpack.packb(body)) == Lookup("GameStart")
-    nested = _valid(APPLY)
-    nested["trades"][0]["extra"] = True
-    nested["trades"][0]["v"] = 99  # a nested map's "v" is just an unknown key
-    assert codec.decode(msgpack.packb(nested)) == APPLY
+    nested = _valid(FEED)
+    nested["entries"][1]["trade"]["extra"] = True
+    nested["entries"][1]["trade"]["v"] = 99  # a nested map's "v" is just an unknown key
+    assert codec.decode(msgpack.packb(nested)) == FEED
 
 
 def test_encoding_a_message_outside_the_protocol_is_a_local_error():
@@ -369,9 +364,9 @@ def test_missing_required_field(msg):
 
 def test_required_fields_are_the_ones_without_defaults():
     assert _required(Error) == {"code", "message"}
-    assert _required(TradeOutcome) == {"request_id", "status"}
+    assert _required(TradeRecord) == {"request_id", "name", "quantity", "side"}
     assert _required(Heartbeat) == {"node", "incarnation", "seq", "interval_ms", "kind"}
-    assert "leader" not in _required(ReplicaStatus) and "batch" not in _required(ReplicaStatus)
+    assert "leader" not in _required(ReplicaStatus) and "applied" not in _required(ReplicaStatus)
     assert _required(AppendEntries) == {"term", "leader", "prev_index", "prev_term", "entries", "commit"}
 
 
@@ -387,19 +382,23 @@ WRONG_TYPES = [
     (StockInfo("GameStart", 1.0, 1, 1, 1, 1), "price", True, "price must be a number"),  # bool where float
     (StockInfo("GameStart", 1.0, 1, 1, 1, 1), "price", "15.99", "price must be a number"),
     (VoteRequest(1, 1, 0, 0, True), "pre_vote", 1, "pre_vote must be a boolean"),      # int where bool
-    (Fenced(1, [], False), "more", None, "more must be a boolean"),
-    (ApplyTrades(1, 1, []), "trades", "not a list", "trades must be a list"),         # str where list
-    (ApplyTrades(1, 1, []), "trades", {"0": {}}, "trades must be a list"),
-    (ApplyTrades(1, 1, []), "trades", [["req", "GameStart", 1, "buy"]], "trades[0] must be a map"),
-    (ApplyTrades(1, 1, []), "trades", [{"request_id": "r", "name": "n", "quantity": "1", "side": "buy"}],
-     "trades[0].quantity must be an integer"),                                        # nested wrong
-    (ApplyTrades(1, 1, []), "trades", [{"request_id": "r", "name": "n", "side": "buy"}],
-     "lacks the field 'quantity'"),                                                   # nested missing
-    (TradeOutcome("r", "ok"), "stock", "GameStart", "stock must be a map"),
-    (TradeOutcome("r", "ok"), "stock", {"name": "n", "price": 1.0, "quantity": 1, "volume": 1, "version": 1,
-                                        "seq": True}, "stock.seq must be an integer"),
+    (AppendReply(1, 1, True, 0, 0), "blank", None, "blank must be a boolean"),
+    (AppendEntries(1, 1, 0, 0, [], 0), "entries", "not a list", "entries must be a list"),  # str where list
+    (CommittedEntries([], 0), "entries", {"0": {}}, "entries must be a list"),
+    (CommittedEntries([], 0), "entries", [[1, 1]], "entries[0] must be a map"),
+    (CommittedEntries([], 0), "entries", [{"index": "1", "term": 1}],
+     "entries[0].index must be an integer"),                                          # nested wrong
+    (CommittedEntries([], 0), "entries", [{"term": 1}], "lacks the field 'index'"),   # nested missing
+    (TradeDone(1, "A", 1, "buy"), "stock", "GameStart", "stock must be a map"),
+    (TradeDone(1, "A", 1, "buy"), "stock", {"name": "n", "price": 1.0, "quantity": 1, "volume": 1, "version": 1,
+                                            "index": True}, "stock.index must be an integer"),
     (AppendEntries(1, 1, 0, 0, [], 0), "entries", [{"index": 1, "term": 1, "trade": {"txn": 0}}],
      "lacks the field"),                                                              # doubly nested
+    (AppendEntries(1, 1, 0, 0, [], 0), "entries", [{"index": 1, "term": 1, "trade": {
+        "request_id": "r", "name": "A", "quantity": 1, "side": "buy", "status": "maybe"}}],
+     "status must be one of ok"),                                                     # a nested enum
+    (AppendEntries(1, 1, 0, 0, [], 0), "entries", [{"index": 1, "term": 1, "genesis": [{"name": "A"}]}],
+     "lacks the field"),
     (Heartbeat("n", "i", 1, 100, NodeKind.BROKER), "kind", "router", "kind must be one of broker, catalog"),
     (Heartbeat("n", "i", 1, 100, NodeKind.BROKER), "kind", 1, "heartbeat.kind must be one of"),
     (Heartbeat("n", "i", 1, 100, NodeKind.BROKER), "kind", ["broker"], "heartbeat.kind must be one of"),
@@ -411,7 +410,7 @@ WRONG_TYPES = [
     (Heartbeat("n", "i", 1, 100, NodeKind.REPLICA, replica=REPLICA), "replica",
      {**dataclasses.asdict(REPLICA), "down": [1, "2"]}, "replica.down[1] must be an integer"),
     (Heartbeat("n", "i", 1, 100, NodeKind.CATALOG, catalog=CATALOG), "catalog",
-     {**dataclasses.asdict(CATALOG), "seq": "10"}, "catalog.seq must be an integer"),
+     {**dataclasses.asdict(CATALOG), "applied": "10"}, "catalog.applied must be an integer"),
     (FRONTEND, "heard", [1, 2], "heard must be a map"),
     (FRONTEND, "heard", {b"broker": 0.1}, "heard must be a map with string keys"),
     (FRONTEND, "heard", {"broker": "0.1"}, "heard['broker'] must be a number"),
@@ -443,7 +442,7 @@ def test_integers_of_64_signed_bits_are_accepted(value):
 
 
 @pytest.mark.parametrize("msg,field", [
-    (GetOrder(0), "txn"), (Fence(1, 0, 10), "epoch"), (Fence(1, 0, 10), "after_seq"),
+    (GetOrder(0), "txn"), (ReadCommitted(0, 1), "after"), (Lookup("A"), "min_index"),
     (AppendEntries(1, 1, 0, 0, [], 0), "term"), (VoteRequest(1, 1, 0, 0, False), "term"),
 ], ids=lambda v: v if isinstance(v, str) else v.MSG)
 @pytest.mark.parametrize("value", [2**63, 2**64 - 1], ids=["2**63", "2**64-1"])
@@ -472,7 +471,7 @@ def test_a_dataclass_built_with_wrong_types_encodes_but_does_not_decode():
 
 
 def test_encode_pub_puts_the_topic_first():
-    msg = StockChanged(name="GameStart", price=15.99, quantity=97, version=4, seq=1021)
+    msg = StockChanged(name="GameStart", price=15.99, quantity=97, version=4)
     frames = codec.encode_pub(Topic.STOCK, msg)
     assert frames == [b"stock", codec.encode(msg)]
     assert codec.decode_pub(frames) == (Topic.STOCK, msg)

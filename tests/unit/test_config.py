@@ -18,6 +18,7 @@ BASE = """\
 [cluster]
 data_dir = "data"
 log_level = "info"
+stocks_csv = "stocks.csv"
 
 [heartbeat]
 interval_ms = 100
@@ -27,7 +28,6 @@ liveness = 3
 request_ms = 1000
 lookup_attempts = 2
 trade_deadline_ms = 4000
-catalog_ms = 500
 
 [broker]
 xsub = "tcp://127.0.0.1:5555"
@@ -35,7 +35,6 @@ xpub = "tcp://127.0.0.1:5556"
 
 [catalog]
 endpoint = "tcp://127.0.0.1:5560"
-stocks_csv = "stocks.csv"
 
 [[order]]
 id = 1
@@ -81,8 +80,8 @@ def test_the_repository_config_loads():
     assert config.broker.xsub.connect == config.broker.xsub.bind == "tcp://127.0.0.1:5555"
     assert config.broker.xpub.connect == "tcp://127.0.0.1:5556"
     assert config.catalog.endpoint.connect == "tcp://127.0.0.1:5560"
-    assert config.catalog.stocks_csv == (REPO / "catalog" / "stocks.csv").resolve()
-    assert config.catalog.stocks_csv.exists()
+    assert config.stocks_csv == (REPO / "catalog" / "stocks.csv").resolve()
+    assert config.stocks_csv.exists()
     assert [r.id for r in config.orders] == [1, 2, 3]
     assert [r.name for r in config.orders] == ["order-1", "order-2", "order-3"]
     assert config.replica(2).endpoint.connect == "tcp://127.0.0.1:5562"
@@ -110,20 +109,20 @@ def test_unknown_replica_id_names_the_ids_there_are():
 def test_relative_paths_are_relative_to_the_file(tmp_path):
     config = load(write(tmp_path, BASE))
     assert config.data_dir == (tmp_path / "data").resolve()
-    assert config.catalog.stocks_csv == (tmp_path / "stocks.csv").resolve()
+    assert config.stocks_csv == (tmp_path / "stocks.csv").resolve()
 
 
 def test_defaults_fill_what_the_file_leaves_out(tmp_path):
     text = "\n".join(line for line in BASE.splitlines()
                      if not line.startswith(("data_dir", "log_level", "interval_ms", "liveness", "request_ms",
-                                             "lookup_attempts", "trade_deadline_ms", "catalog_ms", "host",
+                                             "lookup_attempts", "trade_deadline_ms", "host",
                                              "port", "cache", "max_body_bytes", "connections")))
     config = load(write(tmp_path, text))
     assert config.data_dir == (tmp_path / "data").resolve()
     assert config.log_level == "info"
     assert (config.heartbeat.interval_ms, config.heartbeat.liveness) == (100, 3)
     assert (config.timeouts.request_ms, config.timeouts.lookup_attempts,
-            config.timeouts.trade_deadline_ms, config.timeouts.catalog_ms) == (1000, 2, 4000, 500)
+            config.timeouts.trade_deadline_ms) == (1000, 2, 4000)
     fe = config.frontend
     assert (fe.host, fe.port, fe.cache, fe.cache_size, fe.max_body_bytes, fe.connections) == \
         ("127.0.0.1", 8000, True, 10, 16384, 1000)
@@ -248,7 +247,10 @@ INVALID = [
     ("lookup_attempts = 2", "lookup_attempts = 0", "lookup_attempts"),
     ("trade_deadline_ms = 4000", "trade_deadline_ms = 1000", "trade_deadline_ms"),
     ("trade_deadline_ms = 4000", "trade_deadline_ms = 4000.5", "trade_deadline_ms"),
-    ("catalog_ms = 500", "catalog_ms = -1", "catalog_ms"),
+    ("trade_deadline_ms = 4000", "trade_deadline_ms = 4000\ncatalog_ms = 500",
+     "[timeouts] catalog_ms: no trade waits on the catalog any more: remove the key"),
+    ('endpoint = "tcp://127.0.0.1:5560"', 'endpoint = "tcp://127.0.0.1:5560"\nstocks_csv = "stocks.csv"',
+     "[catalog] stocks_csv: the initial stocks are the order log's first entry now: move the key to [cluster]"),
     ('xsub = "tcp://127.0.0.1:5555"', "", "broker.xsub"),
     ('xpub = "tcp://127.0.0.1:5556"', 'xpub = "http://127.0.0.1:5556"', "broker.xpub"),
     ('xpub = "tcp://127.0.0.1:5556"', "xpub = 5556", "broker.xpub"),

@@ -94,8 +94,8 @@ def test_the_three_host_config_loads_and_names_every_replica_the_units_start():
         assert endpoint.bind.startswith("tcp://0.0.0.0:") and not endpoint.connect.startswith("tcp://0.0.0.0")
     assert config.frontend.host == "0.0.0.0"
     # The CSV path is where the units' checkout puts it.
-    assert str(config.catalog.stocks_csv).startswith("/opt/bazaar/")
-    assert (ROOT / config.catalog.stocks_csv.relative_to("/opt/bazaar")).exists()
+    assert str(config.stocks_csv).startswith("/opt/bazaar/")
+    assert (ROOT / config.stocks_csv.relative_to("/opt/bazaar")).exists()
 
 
 def test_the_parser_refuses_what_systemd_would_not_read(tmp_path):

@@ -15,13 +15,15 @@ from common.errors import ConfigError
 from common.sockets import CurveClient, CurveServer
 
 BASE = """\
+[cluster]
+stocks_csv = "stocks.csv"
+
 [broker]
 xsub = "tcp://127.0.0.1:5555"
 xpub = "tcp://127.0.0.1:5556"
 
 [catalog]
 endpoint = "tcp://127.0.0.1:5560"
-stocks_csv = "stocks.csv"
 
 [[order]]
 id = 1

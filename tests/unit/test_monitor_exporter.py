@@ -9,10 +9,10 @@ import dataclasses
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from test_monitor_state import NODES, WINDOW_S, Bus, replica_status
+from test_monitor_state import NODES, WINDOW_S, Bus, catalog_status, frontend_status, replica_status
 
 from broker.monitor.exporter import Address, ClusterCollector, SnapshotSink, families
-from common.protocol import LeaderAnnouncement, SocketEvent, Topic
+from common.protocol import BackendStatus, LeaderAnnouncement, SocketEvent, Topic
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -51,7 +51,11 @@ def test_every_node_up_and_the_leader_known(bus):
     assert get(got, "replica_last_txn", node="order-2") == 5 and get(got, "last_txn") == 5
     assert get(got, "replica_lag_entries", node="order-1") == 0
     assert get(got, "node_info", node="order-1", kind="replica", incarnation="order-1-a") == 1
-    assert get(got, "catalog_seq", node="catalog") == 0
+    assert get(got, "catalog_applied_index", node="catalog") == 10
+    assert get(got, "catalog_commit_index", node="catalog") == 10
+    assert get(got, "catalog_lag_entries", node="catalog") == 0
+    assert get(got, "catalog_source_replica", node="catalog") == 3
+    assert get(got, "replica_applied_index", node="order-1") == 0
     assert get(got, "frontend_leader_replica", node="frontend") == 3
     assert get(got, "bus_messages_total", topic="hb") > 0
 
@@ -68,6 +72,48 @@ def test_counters_and_rates_follow_the_heartbeats(bus):
     assert get(got, "node_trades_per_second", node="order-3") == pytest.approx(20, rel=0.01)
     assert get(got, "trades_per_second") == pytest.approx(20, rel=0.01)
     assert get(got, "replica_lag_entries", node="order-1") == 0  # the followers' last_index did not move
+
+
+def test_the_catalogs_applied_index_commit_index_and_lag_are_gauges(bus):
+    bus.status["catalog"] = catalog_status(applied=40, commit=52, lookups=9, trades=31, source=2)
+    bus.status["order-3"] = replica_status(3, role="leader", last_index=52)
+    bus.run(0.2, NODES)
+    got = samples(bus)
+    assert get(got, "catalog_applied_index", node="catalog") == 40
+    assert get(got, "catalog_commit_index", node="catalog") == 52
+    assert get(got, "catalog_lag_entries", node="catalog") == 12
+    assert get(got, "catalog_source_replica", node="catalog") == 2
+    assert get(got, "catalog_lookups_total", node="catalog") == 9
+    assert get(got, "catalog_trades_total", node="catalog") == 31
+    assert get(got, "catalog_behind_total", node="catalog") == 0
+    assert not [key for key in got if key[0] in ("bazaar_cluster_catalog_seq", "bazaar_cluster_catalog_fence_epoch",
+                                                 "bazaar_cluster_catalog_batches_total")]
+
+
+def test_a_catalog_whose_commit_index_stopped_lags_behind_the_leader(bus):
+    bus.status["catalog"] = catalog_status(applied=10, commit=10)  # cut off from every replica
+    bus.status["order-3"] = replica_status(3, role="leader", last_index=35)
+    bus.run(0.2, NODES)
+    assert get(samples(bus), "catalog_lag_entries", node="catalog") == 25
+
+
+def test_a_dead_catalog_exports_no_lag(bus):
+    bus.run(2 * WINDOW_S, [n for n in NODES if n != "catalog"])
+    got = samples(bus)
+    assert get(got, "node_up", node="catalog") == 0
+    assert get(got, "catalog_lag_entries", node="catalog") is None
+    assert get(got, "catalog_applied_index", node="catalog") is None
+
+
+def test_replica_and_frontend_lookups_are_exported(bus):
+    bus.status["order-2"] = dataclasses.replace(replica_status(2), applied=9, lookups=4)
+    bus.status["frontend"] = dataclasses.replace(frontend_status(), backend=BackendStatus(
+        catalog_calls=5, order_calls=6, retries=1, unavailable=0, replica_lookups=3))
+    bus.run(0.2, NODES)
+    got = samples(bus)
+    assert get(got, "replica_applied_index", node="order-2") == 9
+    assert get(got, "replica_lookups_total", node="order-2") == 4
+    assert get(got, "frontend_backend_replica_lookups_total", node="frontend") == 3
 
 
 def test_a_dead_leader_keeps_only_up_state_age_and_restarts(bus):

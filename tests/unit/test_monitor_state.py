@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 
 import pytest
 from rich.console import Console
@@ -112,8 +113,11 @@ def replica_status(i: int, role: str = "follower", term: int = 1, leader: int | 
                          bad_requests=0, dropped_sends=0)
 
 
-def catalog_status(seq: int = 0, lookups: int = 0) -> CatalogStatus:
-    return CatalogStatus(seq=seq, fence=1, lookups=lookups, trades=0, batches=0, bad_requests=0)
+def catalog_status(applied: int = 10, commit: int | None = None, lookups: int = 0, trades: int = 0,
+                   source: int | None = 3) -> CatalogStatus:
+    """The catalog at log index ``applied``, told of ``commit`` (default: level with it)."""
+    return CatalogStatus(applied=applied, commit=applied if commit is None else commit, lookups=lookups,
+                         trades=trades, bad_requests=0, source=source)
 
 
 def frontend_status(hits: int = 0, misses: int = 0, flushes: int = 0) -> FrontendStatus:
@@ -278,46 +282,126 @@ def test_cache_flushes_are_reported_once_from_the_event_or_the_heartbeat(bus):
 
 
 def test_other_node_events_enter_the_feed_with_the_fields_they_carry(bus):
-    assert bus.event(StartedEvent("catalog", seq=7)) == []
+    assert bus.event(StartedEvent("catalog", applied=7)) == []
     assert bus.event(SteppedDownEvent("order-3", epoch=2)) == []
     assert bus.event(CampaignEvent("order-2", epoch=2, pre_vote=True, last_index=10)) == []  # folded: not shown
     assert bus.event(SocketEvent("order-1", socket="peer-3", event="disconnected",
                                  endpoint="tcp://127.0.0.1:5563")) == []
     items = bus.state.feed.recent(3)
     assert [(i.kind, i.node, i.detail) for i in items[:2]] == [
-        ("started", "catalog", {"seq": 7}), ("stepped_down", "order-3", {"epoch": 2})]
-    assert describe(items[0]) == "started seq=7"
+        ("started", "catalog", {"applied": 7}), ("stepped_down", "order-3", {"epoch": 2})]
+    assert describe(items[0]) == "started applied=7"
     assert items[2].kind == SOCKETS and dict(items[2].counts) == {"disconnected": 1} and items[2].labels == {"peer-3"}
     row = next(r for r in bus.state.snapshot(bus.clock.now).nodes if r.name == "order-1")
     assert row.sockets == {"disconnected": 1}
 
 
-def test_a_jump_in_the_catalogs_sequence_is_a_gap(bus):
-    assert bus.send(Topic.STOCK, StockChanged("FishCo", 1.0, 10, 1, 7)) == []
-    assert bus.send(Topic.STOCK, StockChanged("FishCo", 1.0, 9, 2, 8)) == []
-    out = bus.send(Topic.STOCK, StockChanged("FishCo", 1.0, 6, 3, 11))
-    assert bus.kinds(out) == ["stock_gap"] and out[0].detail == {"expected": 9, "got": 11, "missed": 2}
+def changes(prev: int, index: int, *versions: int) -> StockChanges:
+    """The catalog applied entries ``prev + 1`` to ``index``, changing one stock per version."""
+    return StockChanges(prev, index, [StockChanged(f"S{v}", 1.0, 10, v) for v in versions])
 
 
-def test_a_gap_inside_a_group_of_changes_is_a_gap_too(bus):
-    assert bus.send(Topic.STOCK, StockChanges([StockChanged("FishCo", 1.0, 10, 1, 7),
-                                                StockChanged("BoarCo", 1.0, 9, 2, 8)])) == []
-    out = bus.send(Topic.STOCK, StockChanges([StockChanged("FishCo", 1.0, 6, 3, 9),
-                                               StockChanged("FishCo", 1.0, 5, 4, 12)]))
-    assert bus.kinds(out) == ["stock_gap"] and out[0].detail == {"expected": 10, "got": 12, "missed": 2}
+def test_stock_changes_that_chain_are_no_gap(bus):
+    assert bus.send(Topic.STOCK, changes(6, 7, 7)) == []
+    assert bus.send(Topic.STOCK, changes(7, 9, 8, 9)) == []  # a page of two entries
+    assert bus.send(Topic.STOCK, changes(9, 12, 12)) == []   # entries 10 and 11 changed no stock
+    assert bus.state.stock_index == 12
+
+
+def test_stock_changes_that_do_not_start_where_the_last_ended_are_a_gap(bus):
+    assert bus.send(Topic.STOCK, changes(6, 8, 7, 8)) == []
+    out = bus.send(Topic.STOCK, changes(10, 12, 11, 12))  # entries 9 and 10 never arrived
+    assert bus.kinds(out) == ["stock_gap"] and out[0].node == "catalog"
+    assert out[0].detail == {"expected": 9, "got": 11, "missed": 2}
+    assert describe(bus.state.feed.recent(1)[0]) == \
+        "missed the stock changes of 2 log entries on the bus: entry 9 to 10"
+    assert bus.send(Topic.STOCK, changes(12, 13, 13)) == []  # chained again
+    out = bus.send(Topic.STOCK, changes(14, 15, 15))
+    assert describe(bus.state.feed.recent(1)[0]) == "missed the stock changes of 1 log entry on the bus: entry 14"
+
+
+def test_a_catalog_that_applies_again_what_it_published_is_no_gap(bus):
+    """A catalog that lost its last writes (or rebuilds from entry 1) publishes
+    entries it had published before: the chain restarts there."""
+    assert bus.send(Topic.STOCK, changes(10, 20, 20)) == []
+    assert bus.send(Topic.STOCK, changes(0, 5, 1, 5)) == []
+    assert bus.state.stock_index == 5
+    out = bus.send(Topic.STOCK, changes(7, 8, 8))  # a real gap after the restart is still seen
+    assert bus.kinds(out) == ["stock_gap"] and out[0].detail == {"expected": 6, "got": 8, "missed": 2}
+
+
+def test_the_first_stock_changes_heard_are_no_gap():
+    b = Bus()
+    assert b.send(Topic.STOCK, changes(500, 501, 501)) == []
+    assert b.state.stock_index == 501
+
+
+# --- the catalog, a projection of the order log ----------------------------------------
+
+
+def catalog_row(bus):
+    snap = bus.state.snapshot(bus.clock.now)
+    line = next(line for line in _text(snap).splitlines() if line.strip().startswith("catalog"))
+    return next(r for r in snap.nodes if r.name == "catalog"), line
+
+
+def test_the_catalog_row_shows_its_applied_index_its_source_and_its_lag(bus):
+    row, line = catalog_row(bus)
+    assert (row.lag, row.source) == (0, "order-3")
+    assert re.search(r"applied 10 from order-3\s+0\s", line)
+    bus.status["catalog"] = catalog_status(applied=40, commit=52, source=2)
+    bus.status["order-3"] = replica_status(3, role="leader", last_index=52)
+    bus.run(0.2, NODES)
+    row, line = catalog_row(bus)
+    assert (row.lag, row.source) == (12, "order-2")
+    assert re.search(r"applied 40 from order-2\s+12\s", line)
+    assert "fence" not in line and "seq" not in line
+
+
+def test_a_catalog_cut_off_from_the_replicas_lags_behind_the_leaders_commit(bus):
+    # Its own commit index stopped where the replicas last told it; the leader's went on.
+    bus.status["catalog"] = catalog_status(applied=10, commit=10)
+    bus.status["order-3"] = replica_status(3, role="leader", last_index=35)
+    bus.run(0.2, NODES)
+    assert catalog_row(bus)[0].lag == 25
+
+
+def test_a_catalog_heartbeat_sampled_after_the_leaders_never_shows_a_negative_lag(bus):
+    bus.status["catalog"] = catalog_status(applied=14, commit=14)  # the leader's beat still says 10
+    bus.run(0.2, NODES)
+    assert catalog_row(bus)[0].lag == 0
+
+
+def test_a_catalog_that_has_not_started_reading_shows_no_source(bus):
+    bus.status["catalog"] = catalog_status(applied=0, commit=0, source=None)
+    bus.run(0.2, NODES)
+    row, line = catalog_row(bus)
+    assert row.source is None and row.lag == 10  # the leader has committed 10 entries
+    assert re.search(r"applied 0\s+10\s", line)
+
+
+def test_the_catalogs_trades_are_the_invalidation_rate_and_its_entries_a_rate_of_their_own(bus):
+    for step in range(30):  # longer than the rate window
+        bus.status["catalog"] = catalog_status(applied=10 + step * 5, trades=step * 3)
+        bus.run(INTERVAL_S, NODES)
+    snap = bus.state.snapshot(bus.clock.now)
+    row = next(r for r in snap.nodes if r.name == "catalog")
+    assert snap.rates["invalidations"] == pytest.approx(30.0)
+    assert row.rates["trades"] == pytest.approx(30.0) and row.rates["applied"] == pytest.approx(50.0)
+    assert "30.0 trades/s" in catalog_row(bus)[1]
 
 
 def test_a_heartbeat_without_the_status_of_its_kind_is_shown_not_fatal(bus):
     # Garbage inside a status never gets here (the codec refuses it); a status
     # that is missing, or of another kind than the heartbeat says, may.
     bus.status["order-2"] = None
-    bus.status["frontend"] = catalog_status(seq=999, lookups=999)  # not a frontend's: ignored
+    bus.status["frontend"] = catalog_status(applied=999, lookups=999)  # not a frontend's: ignored
     bus.run(0.3, NODES)
     snap = bus.state.snapshot(bus.clock.now)
     rows = {r.name: r for r in snap.nodes}
     assert rows["order-2"].kind is NodeKind.REPLICA and rows["order-2"].replica is None and rows["order-2"].lag is None
     assert rows["frontend"].kind is NodeKind.FRONTEND and rows["frontend"].catalog is None
-    assert rows["frontend"].frontend is None and "seq" not in rows["frontend"].rates
+    assert rows["frontend"].frontend is None and "applied" not in rows["frontend"].rates
     text = _text(snap)
     assert "order-2" in text and "frontend" in text
 
@@ -346,7 +430,7 @@ def test_snapshot_has_trade_lookup_and_invalidation_rates_and_lag(bus):
         bus.status["order-3"] = replica_status(3, role="leader", trades=step * 10, last_txn=10 + step * 10,
                                                last_index=100 + step * 10)
         bus.status["order-1"] = replica_status(1, last_index=100 + step * 10 - 4)
-        bus.status["catalog"] = catalog_status(seq=step * 10, lookups=step * 2)
+        bus.status["catalog"] = catalog_status(applied=100 + step * 10, trades=step * 10, lookups=step * 2)
         bus.status["frontend"] = frontend_status(hits=step * 3, misses=step)
         bus.run(INTERVAL_S, NODES)
     snap = bus.state.snapshot(bus.clock.now)
@@ -402,7 +486,7 @@ def test_json_lines_carry_bus_messages_derived_events_and_socket_events_filtered
     sink.socket("sub", "disconnected", "tcp://x", 1700000000.7)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert lines[0] == {"type": "bus", "topic": "leader", "time": 1700000000.5,
-                        "message": {"msg": "leader", "leader": 3, "epoch": 1, "endpoint": "tcp://x"}}
+                        "message": {"msg": "leader", "leader": 3, "epoch": 1, "endpoint": "tcp://x", "commit": 0}}
     assert lines[1]["type"] == "derived" and lines[1]["kind"] == bus.derived[-1].kind.value
     assert lines[2] == {"type": "socket", "node": "monitor", "socket": "sub", "event": "disconnected",
                         "endpoint": "tcp://x", "time": 1700000000.7}

@@ -12,19 +12,27 @@ import pytest
 
 from common import codec
 from common.errors import RemoteProtocolError
-from common.protocol import PROTOCOL_VERSION, LogEntry, TradeRecord
+from common.book import Book, Stock
+from common.protocol import PROTOCOL_VERSION, LogEntry, StockRow, TradeRecord, TradeStatus
 from order.log import MemoryLog
 from order.store import SqliteLog
 
 
-def trade(txn: int, rid: str | None = None, seq: int | None = None, name: str = "GameStart",
-          quantity: int = 1, side: str = "buy") -> TradeRecord:
-    return TradeRecord(txn=txn, request_id=rid or f"req-{txn}", name=name, quantity=quantity, side=side,
-                       seq=txn + 1 if seq is None else seq)
+def trade(txn: int, rid: str | None = None, name: str = "GameStart", quantity: int = 1,
+          side: str = "buy") -> TradeRecord:
+    return TradeRecord(request_id=rid or f"req-{txn}", name=name, quantity=quantity, side=side, txn=txn)
+
+
+def refusal(rid: str, quantity: int = 500) -> TradeRecord:
+    return TradeRecord(request_id=rid, name="GameStart", quantity=quantity, side="buy", txn=None,
+                       status=TradeStatus.NOT_ENOUGH_STOCK)
 
 
 def entry(index: int, term: int, t: TradeRecord | None = None) -> LogEntry:
     return LogEntry(index=index, term=term, trade=t)
+
+
+GENESIS = LogEntry(index=1, term=1, genesis=[StockRow("GameStart", 15.99, 100, 0), StockRow("FishCo", 2.5, 7, 3)])
 
 
 def view(log) -> dict:
@@ -45,7 +53,6 @@ def view(log) -> dict:
         "by_request": {r: log.by_request(r) for r in rids},
         "by_txn": {t: log.by_txn(t) for t in txns},
         "last_txn": log.last_txn(),
-        "max_seq": log.max_seq(),
     }
 
 
@@ -82,36 +89,36 @@ def pair(tmp_path):
 def test_an_empty_log(pair):
     pair.check()
     assert view(pair.sql)["term_at"] == [None, 0, None, None]  # indices -1, 0, 1, 2
-    assert (pair.sql.last_txn(), pair.sql.max_seq(), pair.sql.hard_state()) == (0, 0, (0, None))
+    assert (pair.sql.last_txn(), pair.sql.hard_state()) == (0, (0, None))
     assert pair.sql.first_index_of_term(1) == pair.mem.first_index_of_term(1) == 1
 
 
 def test_append_with_no_ops(pair):
-    pair.do("append", [entry(1, 1), entry(2, 1, trade(0)), entry(3, 1, trade(1, seq=5))])
+    pair.do("append", [entry(1, 1), entry(2, 1, trade(0)), entry(3, 1, trade(1))])
     pair.check()
-    pair.do("append", [entry(4, 2), entry(5, 2, trade(2, seq=6)), entry(6, 3, trade(3, seq=7))])
+    pair.do("append", [entry(4, 2), entry(5, 2, trade(2)), entry(6, 3, trade(3))])
     pair.check()
-    assert pair.sql.last_txn() == 3 and pair.sql.max_seq() == 7
-    assert pair.sql.by_request("req-1") == entry(3, 1, trade(1, seq=5))
-    assert pair.sql.by_txn(2) == entry(5, 2, trade(2, seq=6))
+    assert pair.sql.last_txn() == 3
+    assert pair.sql.by_request("req-1") == entry(3, 1, trade(1))
+    assert pair.sql.by_txn(2) == entry(5, 2, trade(2))
     assert pair.sql.first_index_of_term(2) == 4
     assert pair.sql.term_at(6) == 3 and pair.sql.term_at(7) is None
 
 
 def test_truncate_and_replace(pair):
     pair.do("append", [entry(i, 1, trade(i - 1)) for i in range(1, 6)])
-    pair.do("append", [entry(4, 2, trade(10, seq=3)), entry(5, 2)], 4)
+    pair.do("append", [entry(4, 2, trade(10)), entry(5, 2)], 4)
     pair.check()
     assert pair.sql.by_request("req-3") is None and pair.sql.by_txn(3) is None  # truncated away
     assert pair.sql.by_txn(10).index == 4
-    assert (pair.sql.last_txn(), pair.sql.max_seq()) == (10, 3)
+    assert pair.sql.last_txn() == 10
 
 
 def test_truncate_only(pair):
     pair.do("append", [entry(i, 1, trade(i - 1)) for i in range(1, 6)])
     pair.do("append", [], 3)
     pair.check()
-    assert (pair.sql.last_index(), pair.sql.last_txn(), pair.sql.max_seq()) == (2, 1, 2)
+    assert (pair.sql.last_index(), pair.sql.last_txn()) == (2, 1)
     pair.do("append", [], 1)
     pair.check()
     assert (pair.sql.last_index(), pair.sql.last_term(), pair.sql.last_txn()) == (0, 0, 0)
@@ -126,10 +133,10 @@ def test_a_truncated_request_id_may_be_written_again(pair):
 
 def test_staged_entries_are_visible_before_the_flush(pair):
     pair.do("append", [entry(1, 1, trade(0))])
-    pair.do("stage", [entry(2, 2), entry(3, 2, trade(1, seq=9))])
+    pair.do("stage", [entry(2, 2), entry(3, 2, trade(1))])
     pair.check()
-    assert pair.sql.by_txn(1).index == 3 and pair.sql.max_seq() == 9
-    pair.do("stage", [entry(4, 2, trade(2, seq=10))])
+    assert pair.sql.by_txn(1).index == 3
+    pair.do("stage", [entry(4, 2, trade(2))])
     pair.check()
     pair.do("flush")
     pair.check()
@@ -178,8 +185,9 @@ def test_random_operations_give_the_same_answers(tmp_path, seed):
             if op in ("append", "stage"):
                 batch = []
                 for i in range(rng.randint(0, 4)):
-                    t = None if rng.random() < 0.3 else trade(txn, seq=txn + 1)
-                    txn += t is not None
+                    roll = rng.random()
+                    t = None if roll < 0.3 else refusal(f"no-{seed}-{last}-{i}") if roll < 0.4 else trade(txn)
+                    txn += t is not None and t.txn is not None
                     batch.append(entry(last + 1 + i, term, t))
                 pair.do(op, batch)
             elif op == "flush":
@@ -199,6 +207,95 @@ def test_random_operations_give_the_same_answers(tmp_path, seed):
             pair.check()
     finally:
         pair.sql.close()
+
+
+def test_refusals_and_the_genesis_are_stored_and_read_back(pair):
+    pair.do("append", [GENESIS, entry(2, 1, trade(1)), entry(3, 1, refusal("no")), entry(4, 1, trade(2))])
+    pair.check()
+    pair.reopen()
+    pair.check()
+    assert pair.sql.entries(1, 1) == [GENESIS]
+    assert pair.sql.by_request("no") == entry(3, 1, refusal("no"))
+    assert pair.sql.by_txn(2).index == 4 and pair.sql.last_txn() == 2
+
+
+# --- the book -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", ["sql", "mem"])
+def test_the_book_is_written_with_the_next_write_and_survives_a_reopen(pair, store):
+    log = getattr(pair, store)
+    log.append([GENESIS, entry(2, 1, trade(1, quantity=5))])
+    book = Book()
+    for e in log.entries(1, 2):
+        book.apply(e)
+    log.save_book(book)
+    if store == "sql":
+        assert SqliteLog(pair.path).load_book().applied == 0  # not written on its own
+    log.save_hard_state(1, 1)  # the next write carries it
+    if store == "sql":
+        pair.reopen()
+        log = pair.sql
+    loaded = log.load_book()
+    assert (loaded.applied, loaded.last_txn) == (2, 1)
+    assert loaded.all() == book.all()
+    assert loaded.get("GameStart") == Stock("GameStart", 15.99, 95, 5, 2)
+
+
+def test_the_book_is_written_once_enough_entries_were_folded_since_it_last_was(tmp_path, monkeypatch):
+    from order import store
+
+    monkeypatch.setattr(store, "BOOK_EVERY", 3)
+    path = tmp_path / "order-1.sqlite3"
+    log = SqliteLog(path)
+    book = Book()
+    log.append([GENESIS])
+    book.apply(GENESIS)
+    for index in range(2, 7):
+        log.append([entry(index, 1, trade(index - 1))])
+        book.apply(log.entries(index, index)[0])
+        log.save_book(book)
+        log.save_hard_state(1, 1)
+        written = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key = 'applied'").fetchone()
+        assert (written[0] if written else 0) == (3 if 3 <= index < 6 else 6 if index >= 6 else 0), index
+    log.close()
+
+
+def test_a_crash_loses_an_unwritten_book_and_a_start_folds_again_from_what_was_written(pair, monkeypatch):
+    from order import store
+
+    monkeypatch.setattr(store, "BOOK_EVERY", 1)
+    pair.do("append", [GENESIS])
+    book = Book()
+    book.apply(GENESIS)
+    pair.do("save_book", book)
+    pair.do("flush")  # nothing staged: the memory log writes the book; SQLite needs a transaction
+    pair.do("save_hard_state", 1, 1)
+    book.apply(entry(2, 1, trade(1)))
+    pair.do("save_book", book)
+    pair.sql.db.close()  # the process dies before the next write
+    pair.sql = SqliteLog(pair.path)
+    pair.mem.lose_unflushed()
+    for log in (pair.sql, pair.mem):
+        assert log.load_book().applied == 1
+
+
+def test_a_restart_that_distrusts_entries_the_book_folded_starts_the_book_again(tmp_path):
+    path = tmp_path / "order-1.sqlite3"
+    log = SqliteLog(path)
+    log.append([GENESIS, entry(2, 1, trade(1)), entry(3, 1, trade(2))])
+    book = Book()
+    for e in log.entries(1, 3):
+        book.apply(e)
+    log.save_book(book)
+    log.save_hard_state(1, 1)
+    log.close()
+    kept = SqliteLog(path, distrust_after=3)  # the book folded nothing dropped: it stays
+    assert kept.load_book().applied == 3
+    kept.close()
+    again = SqliteLog(path, distrust_after=2)
+    assert again.last_index() == 2 and again.load_book().applied == 0  # folded again from the log at start
+    again.close()
 
 
 # --- the UNIQUE constraints -------------------------------------------------------------------
@@ -267,13 +364,13 @@ def test_truncating_past_the_end_is_refused(pair):
 
 
 def test_everything_survives_a_reopen(pair):
-    pair.do("append", [entry(1, 1), entry(2, 1, trade(0, seq=4)), entry(3, 2, trade(1, seq=7))])
+    pair.do("append", [entry(1, 1), entry(2, 1, trade(0)), entry(3, 2, trade(1))])
     pair.do("save_hard_state", 2, 3)
-    pair.do("stage", [entry(4, 2, trade(2, seq=8))])
+    pair.do("stage", [entry(4, 2, trade(2))])
     pair.reopen()  # close() flushes what was staged
     pair.check()
     assert pair.sql.hard_state() == (2, 3)
-    assert pair.sql.last_txn() == 2 and pair.sql.max_seq() == 8
+    assert pair.sql.last_txn() == 2
 
 
 def test_a_crash_loses_only_what_was_staged(pair):
@@ -303,9 +400,9 @@ def test_first_index_of_a_term_is_the_same_in_both_stores_even_for_a_term_not_in
 def test_the_largest_int64_values_are_stored(pair):
     big = 2**63 - 1
     pair.do("save_hard_state", big, None)
-    pair.do("append", [entry(1, big, trade(big, "r", seq=big))])
+    pair.do("append", [entry(1, big, trade(big, "r"))])
     pair.check()
-    assert pair.sql.by_txn(big).trade.seq == big and pair.sql.hard_state() == (big, None)
+    assert pair.sql.by_txn(big).trade.txn == big and pair.sql.hard_state() == (big, None)
 
 
 
@@ -315,9 +412,9 @@ def test_the_largest_int64_values_are_stored(pair):
     {"v": PROTOCOL_VERSION, "msg": "vote_request", "term": 2**64 - 1, "candidate": 2, "last_index": 0, "last_term": 0,
      "pre_vote": False},
     {"v": PROTOCOL_VERSION, "msg": "append_entries", "term": 1, "leader": 2, "prev_index": 0, "prev_term": 0, "commit": 0,
-     "entries": [{"index": 1, "term": 1, "trade": {"txn": 1, "request_id": "r", "name": "A", "quantity": 1,
-                                                    "side": "buy", "seq": 2**63}}]},
-], ids=["get_order txn", "vote term", "entry seq"])
+     "entries": [{"index": 1, "term": 1, "trade": {"txn": 2**63, "request_id": "r", "name": "A", "quantity": 1,
+                                                    "side": "buy"}}]},
+], ids=["get_order txn", "vote term", "entry txn"])
 def test_a_number_beyond_int64_is_refused_at_the_wire_before_any_store_sees_it(body):
     # SQLite stores signed 64-bit integers; an OverflowError would end the replica's loop.
     with pytest.raises(RemoteProtocolError, match="64-bit"):
@@ -333,12 +430,12 @@ def test_entries_beyond_the_in_memory_tail_read_the_same_from_sqlite(tmp_path, m
     monkeypatch.setattr(store, "TAIL_MAX", 4)
     pair = Pair(tmp_path / "order-1.sqlite3")
     try:
-        pair.do("append", [entry(i, 1 + i // 7, trade(i, seq=i)) for i in range(1, 21)])
+        pair.do("append", [entry(i, 1 + i // 7, trade(i)) for i in range(1, 21)])
         pair.check()  # indices 1..16 come from SQLite, 17..20 from the tail
         assert len(pair.sql._tail) == 4
-        pair.do("stage", [entry(21, 3, trade(21, seq=21)), entry(22, 3, trade(22, seq=22))])
+        pair.do("stage", [entry(21, 3, trade(21)), entry(22, 3, trade(22))])
         pair.check()
-        pair.do("append", [entry(10, 4, trade(30, "late", seq=30))], 10)  # truncate below the tail
+        pair.do("append", [entry(10, 4, trade(30, "late"))], 10)  # truncate below the tail
         pair.check()
         pair.reopen()
         pair.check()

@@ -11,21 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from catalog.rules import Catalog
 from catalog.store import SqliteCatalogStore
 from common.errors import StorageCorrupt, StorageFailed, StorageFull
-from common.protocol import LogEntry, TradeItem, TradeRecord
+from common.protocol import LogEntry, TradeRecord
 from common import storage
 from common.storage import Faults
 from order import store as order_store
 from order.store import SqliteLog
 
-REPO = Path(__file__).resolve().parents[2]
-CSV = REPO / "catalog" / "stocks.csv"
-
-
 def entry(index: int, txn: int | None = None) -> LogEntry:
-    trade = None if txn is None else TradeRecord(txn, f"r{txn}", "FishCo", 1, "buy", txn)
+    trade = None if txn is None else TradeRecord(f"r{txn}", "FishCo", 1, "buy", txn)
     return LogEntry(index, 1, trade)
 
 
@@ -136,9 +131,22 @@ def test_another_nodes_database_is_refused(tmp_path):
 
 def test_another_clusters_catalog_is_refused(tmp_path):
     path = tmp_path / "catalog.sqlite3"
-    SqliteCatalogStore(path, CSV, cluster_id="c1").close()
+    SqliteCatalogStore(path, cluster_id="c1").close()
     with pytest.raises(StorageCorrupt, match="'c1', not 'c2'"):
-        SqliteCatalogStore(path, CSV, cluster_id="c2")
+        SqliteCatalogStore(path, cluster_id="c2")
+
+
+def test_a_replica_database_of_the_two_store_design_is_refused_with_what_to_do(tmp_path):
+    path = tmp_path / "order-2.sqlite3"
+    db = sqlite3.connect(path)  # what version 2 wrote: meta without a 'schema' row, a log with a seq column
+    db.executescript("CREATE TABLE meta(key TEXT PRIMARY KEY, value);"
+                     "INSERT INTO meta VALUES ('cluster', 'c1'), ('node', 'order-2'), ('term', 3);"
+                     "CREATE TABLE log(idx INTEGER PRIMARY KEY, term, txn, request_id, name, quantity, side, seq);")
+    db.close()
+    (tmp_path / "order-2.id").write_text("order-2 of cluster c1\n")
+    with pytest.raises(StorageCorrupt, match=r"earlier Bazaar \(data layout 2; this one reads layout 3.*reset all"):
+        log_at(path)
+    assert sqlite3.connect(path).execute("SELECT value FROM meta WHERE key = 'term'").fetchone() == (3,)  # untouched
 
 
 # --- a full disk and a failing one ---------------------------------------------------------------------------
@@ -181,20 +189,17 @@ def test_after_a_failed_fsync_a_restart_drops_what_came_after_the_last_good_sync
     log.close()
 
 
-def test_a_catalog_that_restarts_after_a_failed_fsync_undoes_the_suspect_batch(tmp_path):
+def test_a_catalog_restarts_from_whatever_its_file_holds_after_a_failed_write(tmp_path):
+    """The catalog keeps nothing it cannot fetch again: after a failed write
+    it restarts from what its file holds (one whole write or the other, never
+    half of one) and fetches the rest from the replicas."""
     path = tmp_path / "catalog.sqlite3"
-    store = SqliteCatalogStore(path, CSV, faults=Faults(tmp_path / "fault"))
-    catalog = Catalog(store)
-    catalog.apply(1, [TradeItem("a", "FishCo", 3, "buy"), TradeItem("b", "FishCo", 1000, "buy")])
-    before = catalog.lookup("FishCo")
-    good = store.synced
+    store = SqliteCatalogStore(path, faults=Faults(tmp_path / "fault"))
+    store.commit([], 5, 2)
     (tmp_path / "fault").write_text("eio")
     with pytest.raises(StorageFailed):
-        catalog.apply(1, [TradeItem("c", "FishCo", 5, "sell"), TradeItem("d", "NoSuch", 1, "buy")])
+        store.commit([], 6, 3)
     store.db.close()
-    store = SqliteCatalogStore(path, CSV, distrust_after=good)
-    catalog = Catalog(store)
-    assert catalog.lookup("FishCo") == before and catalog.seq == 1
-    assert store.journaled("c") is None and store.journaled("d") is None
-    assert store.journaled("b").status == "not_enough_stock"  # the good commit's refusal stays
-    store.close()
+    again = SqliteCatalogStore(path)
+    assert (again.load().applied, again.load().last_txn) in ((5, 2), (6, 3))
+    again.close()

@@ -35,7 +35,7 @@ disk, and only then merges it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .errors import BrokenFold
 from .protocol import LogEntry, StockInfo, StockRow, TradeRecord, TradeStatus
@@ -165,8 +165,7 @@ class Book:
             raise BrokenFold(f"entry {index} has transaction number {trade.txn}, after {self.last_txn}")
         self.last_txn = trade.txn
         delta = -trade.quantity if trade.side == "buy" else trade.quantity
-        after = replace(stock, quantity=stock.quantity + delta, volume=stock.volume + trade.quantity,
-                        version=index)
+        after = Stock(stock.name, stock.price, stock.quantity + delta, stock.volume + trade.quantity, index)
         self._put(after)
         return [after]
 

@@ -110,7 +110,7 @@ class MemoryLog:
     def save_book(self, book: Book) -> None:
         pending = dict(self.book[0] if self._book is None else self._book[0])
         pending.update((s.name, s) for s in book.take_dirty())
-        self._book = (pending, book.applied, book.last_txn)
+        self._book = (pending, book.applied, book.last_txn)  # (a snapshot: the simulator checks what was written)
 
     def _write_book(self) -> None:
         if self._book is not None:

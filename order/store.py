@@ -122,7 +122,7 @@ class SqliteLog:
         opened = open_database(path, node, cluster_id, SCHEMA, f"./run.sh reset {node}", created=(("blank", 1),))
         self.db = opened.db
         self._blank = self._meta("blank") == 1
-        self._book: tuple[list[Stock], int, int] | None = None  # to write with a later transaction
+        self._book: Book | None = None  # the replica's book, written with a later transaction
         self._book_written = self._meta("applied") or 0
         self._tail: list[LogEntry] = []     # the last entries, contiguous, ending at the last index
         self._unflushed = 0                 # how many at the end of the tail are only staged
@@ -245,14 +245,9 @@ class SqliteLog:
         return Book(stocks, applied=self._meta("applied") or 0, last_txn=self._meta("last_txn") or 0)
 
     def save_book(self, book: Book) -> None:
-        """Write the book's changes with the next transaction (not on its own:
-        it is rebuilt from the log if lost)."""
-        stocks = book.take_dirty()
-        if self._book is not None:
-            kept = {s.name: s for s in self._book[0]}
-            kept.update((s.name, s) for s in stocks)
-            stocks = list(kept.values())
-        self._book = (stocks, book.applied, book.last_txn)
+        """Write the book's changes with a later transaction (not on its own:
+        it is rebuilt from the log if lost): cheap to call at every commit."""
+        self._book = book
 
     # --- writes ---------------------------------------------------------------
 
@@ -277,21 +272,25 @@ class SqliteLog:
         """Run ``work`` in one transaction (:func:`common.storage.write`), with
         the book's changes since the last one."""
         book = self._book
-        if book is None or book[1] - self._book_written < BOOK_EVERY:
+        if book is None or book.applied - self._book_written < BOOK_EVERY:
             write(self.db, self.path, self.faults, work)
             return
+        applied, last_txn, stocks = book.applied, book.last_txn, book.take_dirty()
 
         def with_book() -> None:
             work()
-            stocks, applied, last_txn = book
             self.db.executemany("INSERT OR REPLACE INTO book(name, price, quantity, volume, version) "
                                 "VALUES (?,?,?,?,?)",
                                 [(s.name, s.price, s.quantity, s.volume, s.version) for s in stocks])
             self.db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                                 (("applied", applied), ("last_txn", last_txn)))
 
-        write(self.db, self.path, self.faults, with_book)
-        self._book, self._book_written = None, book[1]
+        try:
+            write(self.db, self.path, self.faults, with_book)
+        except BaseException:
+            book.dirty.update(s.name for s in stocks)  # not written: still to write
+            raise
+        self._book, self._book_written = None, applied
 
     def stage(self, entries: list[LogEntry]) -> None:
         if entries and entries[0].index != self._last_index + 1:

@@ -40,7 +40,7 @@ FEED_PARKED_MAX = 16
 # the commits that follow closely ride along: under load the catalog then fetches, applies
 # and publishes once for several commits, not once for each (its followers see a change
 # this much later; the frontend that placed a trade shows it at once from the reply).
-FEED_LINGER_S = 0.005
+FEED_LINGER_S = 0.002
 
 
 @dataclass
@@ -117,12 +117,16 @@ class Replica:
     # --- inputs ---------------------------------------------------------------
 
     def on_peer(self, msg: Message, now: float) -> list:
-        return self._route(self.raft.handle(msg, now), now)
+        """A replication message. What it makes the desk decide (trades that
+        waited for the barrier) is staged, not sent: the shell calls
+        :meth:`replicate` once it has read every message waiting, so a reply
+        read between two trades does not split their batch."""
+        return self._route(self.raft.handle(msg, now), now, replicate=False)
 
     def on_client(self, ref: Any, msg: Message, now: float, expires: float | None = None) -> list:
         """A request from a frontend or the catalog. Trades decided here are
         staged, not sent: the shell calls :meth:`replicate` once it has read
-        every request waiting (group commit).
+        every message waiting (group commit).
 
         :param expires: a trade's deadline on the shell's clock (None: none).
         """

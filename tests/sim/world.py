@@ -319,6 +319,7 @@ class World:
                 self._guard_fold(lambda: self._execute(dst, node.replicate(self.now)))
             else:
                 self._guard_fold(lambda: self._execute(dst, node.on_peer(msg, self.now)))
+                self._guard_fold(lambda: self._execute(dst, node.replicate(self.now)))
 
     def run_until(self, t: float) -> None:
         while self.events and self.events[0].at <= t:

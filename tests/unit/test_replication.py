@@ -42,7 +42,8 @@ class Net:
             src, out = queue.pop(0)
             if isinstance(out, SendPeer):
                 if out.peer not in self.down and src not in self.down:
-                    queue += [(out.peer, o) for o in self.nodes[out.peer].on_peer(out.msg, self.now)]
+                    node = self.nodes[out.peer]  # as the shell does: a read, then what it staged leaves
+                    queue += [(out.peer, o) for o in [*node.on_peer(out.msg, self.now), *node.replicate(self.now)]]
             elif isinstance(out, Flush):
                 self.logs[src].flush()
                 queue += [(src, o) for o in self.nodes[src].flushed(self.now)]

@@ -197,6 +197,7 @@ class Raft:
         self.match_index: dict[int, int] = {}
         self.last_ack: dict[int, float] = {}
         self.acked_probe: dict[int, int] = {}
+        self.unacked: dict[int, bool] = {}  # an append with entries sent to the peer and not answered yet
         self.probe = 0
         self.heartbeat_due = now
         self.leader_since = now
@@ -327,9 +328,13 @@ class Raft:
         return entries
 
     def replicate(self, now: float) -> list:
-        """Send what was staged to the followers, then make it durable here.
+        """Send what was staged to the followers that have no append
+        unacknowledged, and make it durable here (a :class:`Flush`, which the
+        replica puts last, so the leader's fsync overlaps theirs).
 
-        The :class:`Flush` comes last, so the leader's fsync overlaps theirs.
+        A follower still writing the last append gets the entries staged since
+        with its acknowledgement, as one append: under load, the trades that
+        arrive during a follower's fsync share its next one (group commit).
         """
         if not self.staged:
             return []
@@ -338,8 +343,10 @@ class Raft:
         if self.role is not Role.LEADER:
             return out
         for peer in self.peers:
-            self._send_append(peer, out)
-        out.append(Flush())
+            if not self.unacked.get(peer):
+                self._send_append(peer, out)
+        if not self.peers:
+            out.append(Flush())
         return out
 
     def flushed(self, now: float) -> list:
@@ -556,6 +563,7 @@ class Raft:
         self.match_index = {p: 0 for p in self.peers}
         self.last_ack = {p: now for p in self.peers}
         self.acked_probe = {p: 0 for p in self.peers}
+        self.unacked = {p: False for p in self.peers}
         out.append(BecameLeader(self.term))
         self._broadcast(now, out)
 
@@ -588,6 +596,9 @@ class Raft:
         )))
         if entries:
             self.next_index[peer] = entries[-1].index + 1
+            self.unacked[peer] = True
+            if entries[-1].index > self.durable:
+                out.append(Flush())  # our own copy of what we just sent, made durable after the sends
 
     def _on_append(self, m: AppendEntries, now: float, out: list) -> None:
         if m.term < self.term:
@@ -658,6 +669,7 @@ class Raft:
         peer = m.follower
         self.peer_blank[peer] = m.blank
         self.last_ack[peer] = now
+        self.unacked[peer] = False
         if m.probe > self.acked_probe[peer]:
             self.acked_probe[peer] = m.probe
             self._confirm_reads(out)

@@ -35,7 +35,8 @@ The rules:
 States::
 
     blank (nothing applied) --genesis applied--> behind --reached the commit it knows--> current
-    current --a replica tells of a higher commit--> behind
+    current --a replica tells of a higher commit, a fetch goes unanswered,
+              or the disk refuses a page--> behind
 """
 
 from __future__ import annotations
@@ -168,6 +169,7 @@ class Projection:
                 self.store.commit(changed, draft.applied, draft.last_txn)
             except StorageFull as exc:
                 self.paused = True
+                self.current = False  # the log goes on without us: answer nothing as if we were at its head
                 out.append(Refused(exc))
             else:
                 prev = self.book.applied
@@ -177,7 +179,7 @@ class Projection:
                     StockChanged(name=s.name, price=s.price, quantity=s.quantity, version=s.version)
                     for s in changed])))
                 out.extend(self._answer_parked(now))
-        caught_up = self.book.started and self.book.applied >= self.commit
+        caught_up = self.book.started and self.book.applied >= self.commit and not self.paused
         if caught_up and not self.current:
             out.append(CaughtUp(self.book.applied))
         self.current = caught_up
@@ -232,6 +234,7 @@ class Projection:
         if self.fetch is not None and now >= self.fetch.sent_at + self.wait_s + self.timeout_s:
             lost = self.fetch.replica
             self.fetch = None
+            self.current = False  # no replica answered for a while: the log may have gone on without us
             self.source = self._next(lost)
             if not self.paused:
                 out.append(self._send_fetch(now))

@@ -21,6 +21,8 @@ from typing import Any
 from .errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# The initial stocks travel in one log entry, in one message of at most 4 MiB (about 50 bytes a stock).
+MAX_STOCKS = 20_000
 ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://")
 
 # Keys an earlier Bazaar read, and what to do about each now.
@@ -388,6 +390,8 @@ def load_stocks(path: Path) -> list[tuple[str, float, int, int]]:
         stocks.append((name, price, quantity, volume))
     if not stocks:
         raise ConfigError(f"{path} lists no stocks")
+    if len(stocks) > MAX_STOCKS:
+        raise ConfigError(f"{path} lists {len(stocks)} stocks; at most {MAX_STOCKS} fit in the log's first entry")
     names = [row[0] for row in stocks]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

@@ -176,8 +176,11 @@ def open_database(path: Path, node: str, cluster_id: str, schema: str, reset_hin
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise StorageCorrupt(f"{path} fails SQLite's integrity check ({check})", str(path))
-        db.executescript(schema)
-        meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('cluster', 'node', 'schema')"))
+        meta = {}
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
+            meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('cluster', 'node', 'schema')"))
+        if not (existed and meta and meta.get("schema") != SCHEMA_VERSION):  # an old layout is left untouched
+            db.executescript(schema)
     except sqlite3.Error as exc:
         problem = classify(exc, path) or StorageCorrupt(f"{path} cannot be opened ({exc})", str(path))
         if not isinstance(problem, StorageCorrupt):

@@ -141,8 +141,9 @@ class Backend:
         with self.lock:
             floor = self.shown.get(name, 0)
             hit = self.cache.get(name) if self.cache is not None else None
-        if hit is not None and hit.version >= floor:
-            return hit
+            if hit is not None and hit.version >= floor:
+                self._show(hit.name, hit.version)
+                return hit
         msg = Lookup(name, min_index=floor)
         info = self._ask_catalog(msg)
         if info is None:

@@ -78,6 +78,8 @@ class LookupCache:
         self.entries: OrderedDict[str, Cached] = OrderedDict()
         self.floors: dict[str, int] = {}
         self.liveness = Liveness(window_s)
+        self.window_s = window_s
+        self.behind: tuple[int, float] | None = None  # (a commit index the stream has yet to reach, since when)
         self.stream_seq: int | None = None
         self.since_seq: int | None = None
         self.catalog_incarnation: str | None = None
@@ -171,10 +173,26 @@ class LookupCache:
             self.catalog_incarnation = incarnation
         self._update_streaming(now)
 
+    def on_leader_commit(self, index: int, now: float) -> None:
+        """The leader says the log has committed up to ``index``. A stream that
+        has not reached an index for a whole liveness window lags the log (a
+        catalog cut off from the replicas, or whose disk is full, still beats
+        but applies nothing): what is cached may be stale, so the cache empties."""
+        if self.stream_seq is not None and index > self.stream_seq and self.behind is None:
+            self.behind = (index, now)  # tick() checks that the stream gets there within a window
+
     def tick(self, now: float) -> None:
         """Notice silence from the broker or the catalog."""
         for node in self.liveness.expire(now):
             self._lose_stream(f"{node} silent", restart_at=None)
+        if self.behind is not None:
+            index, since = self.behind
+            if self.stream_seq is None or self.stream_seq >= index:
+                self.behind = None
+            elif now - since >= self.window_s:
+                self.behind = None
+                self._lose_stream(f"catalog lags the log: entry {index} committed {now - since:.1f}s ago, "
+                                  f"the stream is at {self.stream_seq}", restart_at=None)
         self._update_streaming(now)
 
     def bus_disconnected(self) -> None:

@@ -150,6 +150,8 @@ class BusWatcher:
                 elif isinstance(msg, LeaderAnnouncement):
                     if self.tracker.announce(msg.leader, msg.epoch):
                         log.info("leader changed", leader=msg.leader, epoch=msg.epoch)
+                    if self.cache is not None:
+                        self.cache.on_leader_commit(msg.commit, now)
 
     def _socket_events(self, monitor: zmq.Socket, label: str, pub: Publisher) -> bool:
         """Report what a monitor says. :returns: True once its socket closed."""

@@ -188,11 +188,21 @@ class Desk:
         return out
 
     def tick(self, now: float) -> list:
-        """Drop the queued trades whose deadline passed: never carried out."""
-        if not self.queue or self.next_deadline() > now:
+        """Drop the queued trades whose deadline passed: never carried out.
+        A retry whose request id the log already holds is not dropped: its
+        first attempt was proposed in time, and it waits for that entry."""
+        due = self.next_deadline()
+        if due is None or due > now:
             return []
-        out = [ToClient(w.ref, DEADLINE) for w in self.queue if w.expires is not None and w.expires <= now]
-        self.queue = deque(w for w in self.queue if w.expires is None or w.expires > now)
+        out, kept = [], deque()
+        for waiter in self.queue:
+            if waiter.expires is None or waiter.expires > now:
+                kept.append(waiter)
+            elif self.log.by_request(waiter.msg.request_id) is not None:
+                kept.append(Waiter(waiter.ref, waiter.msg))  # decided when the desk is ready, from the log
+            else:
+                out.append(ToClient(waiter.ref, DEADLINE))
+        self.queue = kept
         return out
 
     def next_deadline(self) -> float | None:

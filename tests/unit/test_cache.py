@@ -383,3 +383,30 @@ def test_snapshot_figures(cache):
         stream_seq=10,
     )
     assert LookupCache(3, WINDOW).snapshot().hit_rate == 0.0
+
+
+def test_a_stream_that_lags_the_leaders_commit_for_a_window_flushes():
+    """A catalog cut off from the replicas (or whose disk is full) still beats
+    but applies nothing: the leader's commit index tells the cache so."""
+    from common.protocol import CatalogStatus, Heartbeat, NodeKind, StockChanges, StockInfo
+
+    cache = LookupCache(10, 0.3)
+
+    def beats(now: float, applied: int) -> None:
+        cache.on_heartbeat(Heartbeat("broker", "b", 1, 100, NodeKind.BROKER), now)
+        cache.on_heartbeat(Heartbeat("catalog", "c", 1, 100, NodeKind.CATALOG, catalog=CatalogStatus(
+            applied=applied, commit=applied, lookups=0, trades=0, bad_requests=0)), now)
+        cache.tick(now)
+
+    beats(0.0, 10)
+    assert cache.install(StockInfo("A", 1.0, 5, 0, 3, 10))
+    cache.on_leader_commit(12, 0.05)
+    cache.on_changes(StockChanges(prev=10, index=12, changes=[]))
+    beats(0.2, 12)
+    beats(0.4, 12)
+    assert cache.get("A") is not None  # the stream reached 12 in time
+    cache.on_leader_commit(20, 0.45)
+    beats(0.6, 12)
+    assert cache.entries  # not yet a whole window behind
+    beats(0.8, 12)
+    assert not cache.entries and cache.last_flush_reason.startswith("catalog lags the log")

@@ -241,3 +241,15 @@ def test_a_fetch_that_could_not_leave_goes_to_the_next_replica_shortly_or_to_one
     p.send_failed(again.replica, 0.06)
     assert fetched(p.replica_up(2, 0.07)).replica == 2  # its connection came up: at once
     assert p.replica_up(1, 0.08) == []  # a fetch is out already
+
+
+def test_a_catalog_no_replica_answers_or_whose_disk_is_full_answers_behind_not_from_a_frozen_table():
+    p = projection()
+    p.start(0.0)
+    p.on_entries(3, page(GENESIS), 0.0)
+    assert p.on_lookup("a", Lookup("FishCo"), 0.0)[0].msg.name == "FishCo"
+    p.tick(1.31)  # the fetch went unanswered: the log may be far ahead by now
+    (reply,) = p.on_lookup("b", Lookup("FishCo"), 1.4)
+    assert reply.msg.code == "behind"
+    p.on_entries(2, page(commit=1), 1.5)  # a replica answers: nothing new, current again
+    assert p.on_lookup("c", Lookup("FishCo"), 1.5)[0].msg.name == "FishCo"

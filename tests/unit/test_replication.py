@@ -189,6 +189,22 @@ def test_a_queued_trade_is_dropped_at_its_deadline_and_never_proposed():
     assert net.logs[3].by_request("late") is None
 
 
+def test_a_queued_retry_whose_first_attempt_is_in_the_log_is_not_dropped_at_its_deadline():
+    net = elected()
+    leader = net.nodes[3]
+    net.down.update({1, 2})
+    net.place(3, "r1")  # logged, not committed
+    net.run(3, leader.desk.start(leader.raft.term, net.now))
+    net.run(3, leader.replicate(net.now))
+    net.place(3, "r1", expires=net.now + 0.05)  # the frontend's retry, with a short deadline
+    net.now += 0.1
+    net.run(3, leader.tick(net.now))
+    assert net.reply("r1") is None  # not told "not carried out": it was
+    net.down.clear()
+    net.advance(0.3)
+    assert isinstance(net.reply("r1"), TradeDone)
+
+
 def test_any_replica_answers_a_lookup_from_its_book_once_it_reached_the_index_asked():
     net = elected()
     net.place(3, "r1", qty=4)

@@ -146,7 +146,9 @@ def test_a_replica_database_of_the_two_store_design_is_refused_with_what_to_do(t
     (tmp_path / "order-2.id").write_text("order-2 of cluster c1\n")
     with pytest.raises(StorageCorrupt, match=r"earlier Bazaar \(data layout 2; this one reads layout 3.*reset all"):
         log_at(path)
-    assert sqlite3.connect(path).execute("SELECT value FROM meta WHERE key = 'term'").fetchone() == (3,)  # untouched
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta WHERE key = 'term'").fetchone() == (3,)  # untouched:
+    assert [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["meta", "log"]
 
 
 # --- a full disk and a failing one ---------------------------------------------------------------------------

@@ -1,2 +1,3 @@
-"""The catalog node: the stock table, trades applied in durable batches,
-and every change published on the bus (``python -m catalog``)."""
+"""The catalog node: the stock table as a projection of the order log,
+fetched from the order replicas, applied by index, and every change
+published on the bus (``python -m catalog``)."""

@@ -426,8 +426,11 @@ class Cluster:
         """How far the catalog's table folds the log (0 when it has no file yet)."""
         if not (self.data_dir("catalog") / "catalog.sqlite3").exists():
             return 0
-        with self._catalog_db() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'applied'").fetchone()
+        try:
+            with self._catalog_db() as db:
+                row = db.execute("SELECT value FROM meta WHERE key = 'applied'").fetchone()
+        except sqlite3.OperationalError:  # the catalog is creating its file this very moment
+            return 0
         return 0 if row is None else row[0]
 
 

@@ -422,6 +422,11 @@ class Cluster:
                    interval=0.02)
         return target
 
+    def wait_lookups(self, stock: str = "FishCo", timeout: float = 10) -> None:
+        """Until the catalog answers lookups: a started catalog answers
+        ``behind`` until it has folded the log up to the commit it knows of."""
+        wait_until(lambda: self.api.get(f"/stocks/{stock}").status == 200, timeout, "the catalog to answer lookups")
+
     def catalog_applied(self) -> int:
         """How far the catalog's table folds the log (0 when it has no file yet)."""
         if not (self.data_dir("catalog") / "catalog.sqlite3").exists():

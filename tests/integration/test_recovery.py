@@ -55,8 +55,9 @@ def test_with_the_catalog_down_lookups_and_trades_are_answered_and_it_catches_up
     assert reply.status == 200 and reply.data["quantity"] == 100
     done = trade(cluster.api, "TorcJewels", 4, "buy")
     assert done.status == 200
-    assert cluster.api.get("/stocks/TorcJewels").data["quantity"] == 96  # read your writes, catalog or not
-    assert cluster.stats()["backend"]["replica_lookups"] >= 2
+    # Read your writes, catalog or not: from a replica, or from the cache the leader's change stream updated.
+    assert cluster.api.get("/stocks/TorcJewels").data["quantity"] == 96
+    assert cluster.stats()["backend"]["replica_lookups"] >= 1
     cluster.node("catalog").start()
     assert cluster.stocks()["TorcJewels"][1] == 96  # it caught up from the log
 
@@ -173,6 +174,7 @@ def test_garbage_frames_get_an_error_or_are_dropped_and_the_node_keeps_serving(c
 
 def test_a_message_over_the_size_limit_closes_only_that_connection(cluster_factory):
     cluster = cluster_factory()
+    cluster.wait_lookups()
     ctx = zmq.Context()
     big = cluster.secure(ctx.socket(zmq.DEALER), "catalog")
     small = cluster.secure(ctx.socket(zmq.DEALER), "catalog")

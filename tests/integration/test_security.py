@@ -190,6 +190,7 @@ def test_an_outsider_cannot_reach_any_node_and_changes_nothing(watched, attempt,
 
 def test_the_clusters_tools_key_gets_in_and_is_answered(watched):
     cluster, tap, ctx = watched
+    cluster.wait_lookups()
     sock = cluster.secure(ctx.socket(zmq.REQ), "catalog")
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(cluster.endpoint("catalog"))
@@ -291,6 +292,7 @@ def test_with_curve_off_every_node_says_so_and_plain_sockets_work(cluster_factor
     try:
         beat = wait_until(lambda: tap.last_heartbeat("catalog"), 10, "the catalog's heartbeat")
         assert beat.catalog.auth == AuthStatus(curve=False, refused=0, failed_handshakes=0)
+        cluster.wait_lookups()
         sock.connect(cluster.endpoint("catalog"))
         sock.send(codec.encode(Lookup("FishCo")))
         assert sock.poll(5000) and codec.decode(sock.recv()).name == "FishCo"

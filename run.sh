@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Bazaar's front door. Run ./run.sh help for the commands.
 #
-# Every node runs in its own process group (so the frontend's gunicorn worker
-# goes with its master), with its pid file and log under run/current/, a link
+# Every node runs in its own process group (so a signal reaches whatever it
+# started too), with its pid file and log under run/current/, a link
 # to this start's directory run/<timestamp>/.
 set -euo pipefail
 

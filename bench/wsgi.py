@@ -1,23 +1,19 @@
-"""The frontend's HTTP server against gevent's own: what a request costs in each.
+"""The frontend's HTTP server against gunicorn's gevent worker: what a request costs in each.
 
     .venv/bin/python -m bench.wsgi [--clients 5] [-n 2000] [--rounds 3]
 
 Both servers answer the bare route (:func:`bench.bare_route.create_bare_app`,
 the Flask app a cached lookup is measured against): one is the frontend's
-server (:class:`frontend.__main__.FrontendServer`: gunicorn, one gevent
-worker), the other ``gevent.pywsgi.WSGIServer`` in one process, with
-``TCP_NODELAY`` set on every connection (without it, pywsgi's separate writes
-of headers and body meet Nagle's algorithm and delayed ACKs: about 40 ms a
-request). ``--clients`` processes each keep one ``http.client`` connection
-and send ``-n`` requests back to back. Rounds alternate the order (A B, B A)
-so a drift of the machine's load favours neither. Printed per round: p50,
+own server (:class:`frontend.server.FrontendServer`: gevent.pywsgi, one
+process, ``TCP_NODELAY``), the other gunicorn with one gevent worker, as the
+frontend ran until this measurement chose pywsgi (docs/PERFORMANCE.md).
+``--clients`` processes each keep one ``http.client`` connection and send
+``-n`` requests back to back. Rounds alternate the order (A B, B A) so a
+drift of the machine's load favours neither. Printed per round: p50,
 requests/s and the server's CPU time per request (its whole process group),
 and the cores the rest of the machine used meanwhile (other tenants; the
 clients are not counted there), and the ratios pywsgi / gunicorn within each
 round.
-
-This measures the next step docs/PERFORMANCE.md names; the frontend still
-runs gunicorn.
 """
 
 from __future__ import annotations
@@ -26,7 +22,6 @@ import argparse
 import http.client
 import multiprocessing as mp
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -42,18 +37,24 @@ REPO = Path(__file__).resolve().parents[1]
 PATH = "/stocks/GameStart"
 
 
-def serve_pywsgi(port: int) -> None:
-    """The bare route on gevent.pywsgi, TCP_NODELAY on every connection."""
-    from gevent.pywsgi import WSGIServer
+def serve_gunicorn(port: int) -> None:
+    """The bare route on gunicorn, one gevent worker (the frontend's settings until pywsgi)."""
+    from gunicorn.app.base import BaseApplication
 
     from bench.bare_route import create_bare_app
 
-    class NoDelayServer(WSGIServer):
-        def handle(self, client_socket, address):
-            client_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return super().handle(client_socket, address)
+    class Gunicorn(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in {"bind": [f"127.0.0.1:{port}"], "workers": 1, "worker_class": "gevent",
+                               "worker_connections": 1000, "keepalive": 75, "accesslog": None,
+                               "errorlog": "-", "loglevel": "warning", "control_socket_disable": True}.items():
+                if key in self.cfg.settings:
+                    self.cfg.set(key, value)
 
-    NoDelayServer(("127.0.0.1", port), create_bare_app(), log=None, error_log=None).serve_forever()
+        def load(self):
+            return create_bare_app()
+
+    Gunicorn().run()
 
 
 def _client(port: int, n: int, start: float, out: mp.Queue) -> None:
@@ -98,20 +99,20 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=5, help="client processes (default 5)")
     parser.add_argument("-n", type=int, default=2000, help="requests per client and phase (default 2000)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of both servers (default 3)")
-    parser.add_argument("--serve-pywsgi", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-gunicorn", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_pywsgi:
-        serve_pywsgi(args.serve_pywsgi)
+    if args.serve_gunicorn:
+        serve_gunicorn(args.serve_gunicorn)
         return
     with tempfile.TemporaryDirectory(prefix="bazaar-wsgi-") as tmp:
         servers = Servers(Path(tmp), say=print)
         try:
             config = REPO / "config.toml"
             configuration.load(config)  # fail early, with the config's own message
-            gunicorn, g_port = servers.bare_route(config)
-            (p_port,) = free_tcp_ports(1)
-            pywsgi = servers.start("pywsgi", ["-m", "bench.wsgi", "--serve-pywsgi", str(p_port)],
-                                   http_ready(p_port, PATH), "answer on /stocks")
+            pywsgi, p_port = servers.bare_route(config)
+            (g_port,) = free_tcp_ports(1)
+            gunicorn = servers.start("gunicorn", ["-m", "bench.wsgi", "--serve-gunicorn", str(g_port)],
+                                     http_ready(g_port, PATH), "answer on /stocks")
             targets = {"gunicorn gevent": (g_port, gunicorn.pid), "gevent.pywsgi": (p_port, pywsgi.pid)}
             print(f"\n{args.clients} clients x {args.n} requests per phase\n")
             print("| round | server | p50 ms | req/s | server CPU us/req | other cores |")

@@ -1,84 +1,20 @@
 """``python -m frontend --config config.toml``: serve the HTTP API.
 
-The server is gunicorn with one gevent worker. Measured on this machine
-(docs/PERFORMANCE.md and shared/measurements/machine-limits.md), gunicorn's
-gevent worker serves a Flask route with one ZeroMQ round trip about 1.4x
-faster than gthread, sync or waitress at 16 connections, and as fast as any at
-one. One worker process, not several: the lookup cache, the bus subscription
-and read-your-writes all live in one process. For more throughput, run more
-frontends (each with its own port and ``--name``) behind a load balancer;
-README.md shows how.
+One process on gevent (:mod:`frontend.server`): gevent patches the standard
+library first, so the bus watcher's thread and every wait are greenlets.
 """
 
-from __future__ import annotations
+from gevent import monkey
 
-import argparse
-import json
+monkey.patch_all()
 
-from gunicorn import util as gunicorn_util
-from gunicorn.app.base import BaseApplication
+import argparse  # noqa: E402  (after the patching, as gevent requires)
 
-from common import config as configuration
-from common import logs, security
-from common.node import run_main
+from common import config as configuration  # noqa: E402
+from common import logs, security  # noqa: E402
+from common.node import run_main  # noqa: E402
 
-from .backend import FAILPOINTS
-
-
-class FrontendServer(BaseApplication):
-    """gunicorn, configured from config.toml instead of its own files."""
-
-    def __init__(self, config: configuration.Config, name: str, cache: bool | None,
-                 failpoint: str | None = None) -> None:
-        self.bazaar_config = config
-        self.name = name
-        self.cache = cache
-        self.failpoint = failpoint
-        super().__init__()
-
-    def load_config(self) -> None:
-        fe = self.bazaar_config.frontend
-        settings = {
-            "bind": [f"{fe.host}:{fe.port}"],
-            "workers": 1,
-            "worker_class": "gevent",
-            "worker_connections": fe.connections,
-            "keepalive": 75,
-            "timeout": 30,
-            "graceful_timeout": 5,
-            "accesslog": None,
-            "errorlog": "-",
-            "loglevel": self.bazaar_config.log_level,
-            "proc_name": f"bazaar-{self.name}",
-            "worker_exit": _close_state,
-            "control_socket_disable": True,  # gunicorn >= 24; one per host would clash between frontends
-        }
-        for key, value in settings.items():
-            if key in self.cfg.settings:
-                self.cfg.set(key, value)
-
-    def load(self):
-        # Runs in the worker, after the fork and gevent's monkey-patching, so
-        # the ZeroMQ context and every socket are created where they are used.
-        from .app import create_app
-
-        # Requests gunicorn refuses before Flask sees them (a bad request line,
-        # a control character in a header) get the API's error shape too.
-        gunicorn_util.write_error = _write_json_error
-        return create_app(self.bazaar_config, name=self.name, cache=self.cache, failpoint=self.failpoint)
-
-
-def _write_json_error(sock, status: int, reason: str, message: str) -> None:
-    body = json.dumps({"error": {"code": status, "message": message or reason}}).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
-    gunicorn_util.write_nonblock(sock, head + body)
-
-
-def _close_state(_arbiter, worker) -> None:
-    state = getattr(worker.wsgi, "extensions", {}).get("bazaar")
-    if state is not None:
-        state.close()
+from .backend import FAILPOINTS  # noqa: E402
 
 
 def main() -> None:
@@ -102,8 +38,14 @@ def main() -> None:
         extra.append(f"frontend.cache_size={args.cache_size}")
     config = configuration.from_args(args, extra)
     logs.configure(args.name, config.log_level)
-    security.node_keys(config, security.FRONTEND)  # missing keys stop it here, not in a restarting worker
-    FrontendServer(config, args.name, args.cache, args.failpoint).run()
+    security.node_keys(config, security.FRONTEND)  # missing keys stop it here, with a message
+
+    from .app import create_app
+    from .server import FrontendServer, serve
+
+    app = create_app(config, name=args.name, cache=args.cache, failpoint=args.failpoint)
+    fe = config.frontend
+    serve(FrontendServer(fe.host, fe.port, app, fe.connections), app.extensions["bazaar"].close)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The frontend's application: :func:`create_app` and the state its handlers share.
 
 ``create_app(config)`` builds the Flask application and starts the bus
-watcher; ``python -m frontend`` serves it with gunicorn's gevent worker (one
-process, many greenlets: one cache, one bus subscription, and
+watcher; ``python -m frontend`` serves it on gevent's WSGI server
+(:mod:`frontend.server`; one process, many greenlets: one cache, one bus subscription, and
 read-your-writes across every connection). Every ZeroMQ send and receive is
 non-blocking and every wait goes through gevent (:mod:`frontend.channel`,
 :mod:`frontend.greenwait`), so a greenlet waiting on a backend never blocks

@@ -7,7 +7,7 @@ request handler on one OS thread). Everything else is read when Prometheus
 scrapes, by :class:`FrontendCollector`, from the figures the frontend keeps
 anyway for its heartbeat and ``GET /stats`` (:class:`common.protocol.FrontendStatus`):
 the cache's counters, the backend calls, the leader it follows, what it
-hears on the bus. One process (one gunicorn worker), so no multiprocess mode.
+hears on the bus. One process, so no multiprocess mode.
 
 Every family is named ``bazaar_frontend_*``; ``docs/MONITOR.md`` ("Prometheus")
 lists them with their meaning. The monitor's exporter

@@ -3,7 +3,7 @@
 :class:`Process` is how the test harness starts every node of a cluster and
 how the benchmark starts its own servers: ``python <argv>`` with its output
 appended to a log file, in a new session (so a signal to the group reaches
-a gunicorn worker or any grandchild too). :func:`wait_until` is the one way
+any grandchild too). :func:`wait_until` is the one way
 to wait for something: poll a condition with a bound, never sleep a fixed
 time; given the process, it fails at once, quoting the log, if the process
 exits first.

@@ -99,7 +99,7 @@ def test_wsgi_bench_measures_both_servers_and_stops_them():
         assert re.search(rf"  {re.escape(label)}: [0-9.]+ \(", out), out
     # so few requests may take less CPU than /proc's 10 ms tick can show: a figure, or why there is none
     assert re.search(r"  server CPU per request: ([0-9.]+ \(|n/a \(phases too short)", out), out
-    assert "stopped pywsgi" in out and "stopped bare-route" in out
+    assert "stopped gunicorn" in out and "stopped bare-route" in out
 
 
 def test_catchup_bench_rejoins_a_wiped_replica_and_checks_the_history():

@@ -2,6 +2,7 @@
 
     python -m client session [--config config.toml] [-p 0.6] [-n 1000] [--seed N]
     python -m client bench [--spawn] [--clients 5] [--p 0 0.2 0.4 0.6 0.8] [-n 1000]
+    python -m client bench --spawn --open-loop-only --rate 100:1600:x2 [--arrival poisson] [--p99-bound-ms 50]
 
 See :mod:`client.session` and :mod:`client.bench`; ``--help`` on each
 subcommand lists every option.
@@ -21,7 +22,7 @@ from common import config as configuration
 from common import logs
 from common.node import run_main
 
-from . import bench, session
+from . import bench, openloop, session
 from .http import CLIENT_NAME, HttpClient
 from .report import session_summary
 from .stats import summarize_all
@@ -102,6 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="seed of the clients' random choices (default %(default)s)")
     b.add_argument("--out", type=Path, help="output directory (default bench/results/<timestamp>/)")
     b.add_argument("--stocks", help="comma-separated names (default: the catalog's CSV of the config)")
+    o = b.add_argument_group("open loop", "requests sent at a fixed arrival rate, latency counted from when each "
+                                          "was due (see client/openloop.py)")
+    o.add_argument("--rate", nargs="+", metavar="RATE",
+                   help="offered rates, requests/s: 400, a doubling range 100:1600:x2, a linear one "
+                        "100:500:+100, or several; each rate runs the bare route, cached lookups and trades, "
+                        "-n requests each (default: no open loop)")
+    o.add_argument("--arrival", choices=openloop.ARRIVALS, default="poisson",
+                   help="arrival times: a Poisson process or evenly spaced, drawn from --seed (default %(default)s)")
+    o.add_argument("--p99-bound-ms", type=_positive_float, default=bench.DEFAULT_P99_BOUND_MS,
+                   help="a kind's capacity is the highest rate whose p99 stays under this with no errors "
+                        "(default %(default)s)")
+    o.add_argument("--max-connections", type=_positive_int, default=bench.DEFAULT_MAX_CONNECTIONS,
+                   help="at most this many connections of all clients at once (default %(default)s)")
+    o.add_argument("--open-loop-only", action="store_true",
+                   help="skip the baseline rounds and the sweep of p (needs --rate)")
     return parser
 
 
@@ -128,7 +144,13 @@ def run_session(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
-def run_bench(args: argparse.Namespace) -> int:
+def run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        rates = openloop.parse_rates(args.rate) if args.rate else ()
+    except ValueError as exc:
+        parser.error(f"--rate: {exc}")
+    if args.open_loop_only and not rates:
+        parser.error("--open-loop-only needs --rate")
     spec = bench.BenchSpec(
         config=_config_path(args.config), spawn=args.spawn, out_dir=args.out or bench.default_out_dir(),
         curve=not args.no_curve,
@@ -136,6 +158,8 @@ def run_bench(args: argparse.Namespace) -> int:
         baseline_rounds=args.baseline_rounds, cache_size=args.cache_size, seed=args.seed,
         stocks=session.parse_stocks(args.stocks) if args.stocks else None,
         command="python -m client " + shlex.join(sys.argv[1:]),
+        rates=rates, arrival=args.arrival, p99_bound_ms=args.p99_bound_ms, max_connections=args.max_connections,
+        open_loop_only=args.open_loop_only,
     )
     # Not a terminal (a log, a pipe): wide enough for the tables not to wrap.
     console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -143,9 +167,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    args = build_parser().parse_args()
+    parser = build_parser()
+    args = parser.parse_args()
     logs.configure("client", "warning")
-    sys.exit(run_session(args) if args.command == "session" else run_bench(args))
+    sys.exit(run_session(args) if args.command == "session" else run_bench(args, parser))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,11 @@ A job is a plain dict: ``{"kind": "http", "host", "port", "p", "iterations",
 :func:`client.session.run` against an HTTP server (:func:`prepare_http`);
 ``{"kind": "zmq", "endpoint", "curve", ...}`` runs bare ZeroMQ REQ -> ROUTER
 round trips (:func:`prepare_zmq`), with the CURVE keys ``curve`` (a
-:class:`common.sockets.CurveClient`, or None for a plain socket).
+:class:`common.sockets.CurveClient`, or None for a plain socket);
+``{"kind": "open", "host", "port", "planned", "max_connections", "stocks",
+"warmup"}`` sends an open-loop schedule (:func:`prepare_open`): ``planned``
+is this worker's share of it, a list of :class:`client.pacer.Planned`, sent
+on as many keep-alive connections as it needs, up to ``max_connections``.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from .http import HttpClient
-from .session import SessionResult, SessionSpec, run
+from .http import REQUEST_TIMEOUT_S, HttpClient
+from .pacer import GIVE_UP_S, JOIN_SLACK_S, Pacer
+from .session import SessionResult, SessionSpec, new_key, run
 from .stats import Recorder
 
 # How long a worker may take to connect and warm up.
@@ -151,6 +156,52 @@ def prepare_http(job: dict[str, Any]) -> Runner:
     return runner
 
 
+class HttpConnection:
+    """One keep-alive connection for :class:`client.pacer.Pacer`: a payload is
+    ``("GET", path)`` or ``("POST", path, doc)``; a POST carries a fresh
+    ``Idempotency-Key`` and is sent once."""
+
+    def __init__(self, http: HttpClient) -> None:
+        self.http = http
+
+    def send(self, payload: tuple) -> tuple[int, str]:
+        if payload[0] == "GET":
+            reply = self.http.get(payload[1])
+        else:
+            reply = self.http.post(payload[1], payload[2], {"Idempotency-Key": new_key()})
+        return reply.status, reply.error
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def prepare_open(job: dict[str, Any]) -> Runner:
+    """Open one keep-alive connection and warm it up with a few untimed
+    lookups; the runner sends ``job["planned"]`` from the start time on,
+    opening more connections as the schedule needs them (the first one is
+    the warm one)."""
+    warm = [HttpClient(job["host"], job["port"])]
+    rng = random.Random(job["seed"])
+    for _ in range(job.get("warmup", 0)):
+        warm[0].get(f"/stocks/{rng.choice(job['stocks'])}")
+
+    def connect() -> HttpConnection:
+        return HttpConnection(warm.pop() if warm else HttpClient(job["host"], job["port"]))
+
+    pacer = Pacer(job["planned"], connect, job["max_connections"], give_up_s=job.get("give_up_s", GIVE_UP_S))
+
+    def runner(progress: Callable[[int], None], start_at: float) -> dict[str, Any]:
+        try:
+            start = time.monotonic() + (start_at - time.time())  # the pool's start time, on this clock
+            join_s = pacer.give_up_s + REQUEST_TIMEOUT_S + JOIN_SLACK_S
+            return pacer.run(start, progress, join_timeout_s=join_s).snapshot()
+        finally:
+            for http in warm:
+                http.close()
+
+    return runner
+
+
 def _sleep_until(t: float) -> None:
     delay = t - time.time()
     if delay > 0:
@@ -168,7 +219,7 @@ def _worker_main(index: int, conn: Connection, counters) -> None:
             if command == "stop":
                 return
             try:
-                runner = prepare_zmq(job) if job["kind"] == "zmq" else prepare_http(job)
+                runner = PREPARE[job["kind"]](job)
                 conn.send(("ready", None))
                 command, start_at = conn.recv()
                 if command == "stop":
@@ -180,6 +231,10 @@ def _worker_main(index: int, conn: Connection, counters) -> None:
                 conn.send(("error", traceback.format_exc()))
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
         return
+
+
+PREPARE: dict[str, Callable[[dict[str, Any]], Runner]] = {"zmq": prepare_zmq, "http": prepare_http,
+                                                          "open": prepare_open}
 
 
 class WorkerPool:

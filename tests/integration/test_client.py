@@ -260,7 +260,7 @@ def check_results(out_dir: Path, clients: int, iterations: int, p_values: list[f
     with (out_dir / "results.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == rows
     ratios = doc["ratios"]
-    assert len(ratios["targets"]) == 6
+    assert len(ratios["targets"]) == 7
     assert all(t["verdict"] in ("met", "not met", "no data") for t in ratios["targets"].values())
     if rounds and max(p_values) > 0:
         trading = ratios["trading"]
@@ -270,6 +270,7 @@ def check_results(out_dir: Path, clients: int, iterations: int, p_values: list[f
     if rounds:
         assert ratios["cached_over_bare_throughput"]["median"] > 0
         assert ratios["zmq_roundtrip_p50_ms"]["median"] > 0
+        assert ratios["cached_over_bare_cpu"]["n"] >= 1  # the frontend's CPU per cached lookup, against the bare route's
     return doc
 
 
@@ -297,3 +298,41 @@ def test_bench_with_spawn_starts_and_stops_a_private_cluster(tmp_path):
     check_results(out, clients=1, iterations=10, p_values=[0.5], rounds=0)
     assert "stopped the private cluster" in result.stdout
     assert kill_leftovers(out) == []
+
+
+def test_open_loop_sweep_reports_latency_from_due_time_and_each_kinds_capacity(tmp_path):
+    out = tmp_path / "bench"
+    result = run_client(["bench", "--spawn", "--clients", "2", "-n", "40", "--open-loop-only", "--rate", "20:40:x2",
+                         "--arrival", "constant", "--p99-bound-ms", "2000", "--out", str(out)], timeout=180,
+                        out_dir=out)
+    assert result.returncode == 0, result.stdout
+    assert (out / "capacity.png").read_bytes()[:8] == PNG_MAGIC
+    doc = json.loads((out / "results.json").read_text())
+    phases = doc["phases"]
+    assert {(ph["kind_label"], ph["offered_rps"]) for ph in phases} == {
+        (label, rate) for label in ("bare route", "cached lookup", "trade") for rate in (20.0, 40.0)}
+    for ph in phases:
+        s = ph["kinds"][ph["request_kind"]]
+        # every request of the schedule was sent and answered (a 403 for want of stock is a refusal, not an error)
+        assert s["count"] == ph["planned"] == 40 and s["errors"] == 0, (ph["label"], s)
+        assert 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["p999_ms"] <= s["max_ms"]
+        assert ph["passed"], ph["label"]
+    capacity = doc["capacity"]
+    for label in ("bare route", "cached lookup", "trade"):
+        k = capacity["kinds"][label]
+        assert (k["capacity_rps"], k["censored"]) == (40.0, True)  # passed the highest rate: at least 40/s
+    assert capacity["kinds"]["cached lookup"]["over_bare_meaning"] == "unknown"
+    assert "open-loop capacity at p99 < 2000 ms: trades / bare route" in doc["ratios"]["targets"]
+    summary = (out / "summary.md").read_text()
+    assert "| trade | >= 40/s | - | 1.000 (unknown) |" in summary
+    with (out / "results.csv").open() as fh:
+        assert {row["offered_rps"] for row in csv.DictReader(fh)} == {"20.0", "40.0"}
+    assert kill_leftovers(out) == []
+
+
+def test_open_loop_options_are_checked_before_anything_starts(tmp_path):
+    for args, says in ((["--rate", "fast"], "not a rate"), (["--open-loop-only"], "needs --rate"),
+                       (["--rate", "100:10:x2"], "below the start")):
+        result = run_client(["bench", "--spawn", *args, "--out", str(tmp_path / "x")], timeout=30)
+        assert result.returncode == 2 and says in result.stdout, result.stdout
+        assert not (tmp_path / "x").exists()

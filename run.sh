@@ -31,6 +31,14 @@ usage: ./run.sh [command] [node]
   reset all        stop every node and wipe all their data: a new, empty cluster
   keys [--force]   make the CURVE key pairs config.toml's [security] keys_dir lacks
                    (--force: all of them anew); up and start make them if there are none
+  backup DIR [--replica N]
+                   copy the order log into DIR (new or empty) while the cluster runs, from the
+                   most up-to-date replica on this host (or replica N), with a manifest
+  restore DIR [--force]
+                   with every node stopped: give every replica the log backed up in DIR; the
+                   catalog rebuilds from it. Refuses, changing nothing, if the backup is damaged
+                   or another cluster's, a node runs, or the data dir is not empty (--force
+                   replaces the nodes' files there). Trades after the backup are lost
   test [args]      install test dependencies and run the test suite (pytest args allowed)
   install          create .venv and install Bazaar into it
 
@@ -202,6 +210,17 @@ case "$cmd" in
     ;;
   monitor) install; exec "$PY" -m broker.monitor --config "$CONFIG" "$@" ;;
   keys) install; exec "$PY" -m common.cluster keys --config "$CONFIG" "$@" ;;
+  backup|restore)
+    [ $# -gt 0 ] || { echo "usage: ./run.sh backup DIR [--replica N] | ./run.sh restore DIR [--force]" >&2; exit 2; }
+    # DIR as the caller meant it: relative to where run.sh was run from ($OLDPWD, before its cd).
+    dir="$1"; shift
+    case "$dir" in /*) ;; *) dir="$OLDPWD/$dir" ;; esac
+    install
+    if [ "$cmd" = backup ]; then
+      exec "$PY" -m order.backup save "$dir" --config "$CONFIG" "$@"
+    fi
+    exec "$PY" -m order.backup restore "$dir" --config "$CONFIG" --run-dir "$CURRENT" "$@"
+    ;;
   reset)
     [ $# -gt 0 ] || { echo "usage: ./run.sh reset <node|all>" >&2; exit 2; }
     install

@@ -17,7 +17,7 @@ import uuid
 
 import gevent
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from common.errors import RemoteError
 from common.logs import get_logger
@@ -63,7 +63,10 @@ def _state():
 # --- endpoints ----------------------------------------------------------------
 
 
-@api.get("/stocks/<path:name>")
+# merge_slashes=False: werkzeug would answer a "//" in the path with a 308
+# redirect in HTML; a name or number that starts with "/" is a 404 like any
+# other path no route matches.
+@api.get("/stocks/<path:name>", merge_slashes=False)
 def lookup(name: str):
     if len(name) > MAX_NAME_LENGTH:
         return error(400, f"stock name must be at most {MAX_NAME_LENGTH} characters")
@@ -87,7 +90,7 @@ def place_order():
     return response
 
 
-@api.get("/orders/<path:number>")
+@api.get("/orders/<path:number>", merge_slashes=False)
 def get_order(number: str):
     if not _DIGITS.fullmatch(number) or int(number) > MAX_TXN:
         raise BadRequest("order number must be a non-negative integer")
@@ -96,7 +99,7 @@ def get_order(number: str):
                              "type": order.side}})
 
 
-@api.delete("/invalidate/<path:name>")
+@api.delete("/invalidate/<path:name>", merge_slashes=False)
 def invalidate(name: str):
     state = _state()
     if state.cache is None:
@@ -143,6 +146,10 @@ def parse_trade(body: bytes) -> tuple[str, int, str]:
     problem = trade_problem(None, name, quantity, side, side_field="type")  # the protocol's one check
     if problem:
         raise BadRequest(problem)
+    try:  # JSON escapes can make a lone surrogate, which no backend message can carry
+        name.encode()
+    except UnicodeEncodeError:
+        raise BadRequest("name must be valid Unicode: it holds a lone surrogate (\\ud800 to \\udfff)") from None
     return name, quantity, side
 
 
@@ -178,7 +185,10 @@ def on_http_error(exc: HTTPException):
         405: f"method {request.method} is not allowed on {request.path}",
         413: f"request body is larger than {current_app.config['MAX_CONTENT_LENGTH']} bytes",
     }
-    return error(exc.code or 500, messages.get(exc.code, exc.description or exc.name))
+    response, status = error(exc.code or 500, messages.get(exc.code, exc.description or exc.name))
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)  # RFC 9110: a 405 lists what is allowed
+    return response, status
 
 
 def _discard_body(environ: dict) -> None:

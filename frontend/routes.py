@@ -1,5 +1,6 @@
-"""The HTTP API: the seed's endpoints, byte for byte, ``GET /stats`` and
-``GET /metrics`` (Prometheus, :mod:`frontend.metrics`).
+"""The HTTP API: the seed's endpoints, byte for byte, ``GET /stats``,
+``GET /metrics`` (Prometheus, :mod:`frontend.metrics`) and ``GET /openapi.json``
+(the API's OpenAPI 3.1 description, ``frontend/openapi.json``).
 
 Every answer is JSON but the metrics' scrape. Success is ``{"data": ...}``;
 every failure, including unknown paths, wrong methods and oversized bodies
@@ -10,6 +11,7 @@ A bad request changes nothing.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import re
 import time
@@ -38,6 +40,8 @@ _DIGITS = re.compile(r"[0-9]{1,19}")
 DISCARD_MAX_BYTES = 64 * 1024 * 1024
 DISCARD_MAX_S = 10.0
 DISCARD_CHUNK_BYTES = 256 * 1024
+# Where the application keeps frontend/openapi.json's bytes (read once, at registration).
+_OPENAPI = "bazaar.openapi"
 
 # How the order and catalog services' error codes read over HTTP (the seed's words).
 HTTP_ERRORS = {
@@ -61,6 +65,15 @@ def _state():
 
 
 # --- endpoints ----------------------------------------------------------------
+
+
+@api.record_once
+def _load_description(setup) -> None:
+    """Read ``openapi.json`` (shipped as package data) once, when the app is
+    created; a file that is not JSON stops the start here."""
+    raw = importlib.resources.files(__package__).joinpath("openapi.json").read_bytes()
+    json.loads(raw)
+    setup.app.extensions[_OPENAPI] = raw
 
 
 # merge_slashes=False: werkzeug would answer a "//" in the path with a 308
@@ -120,6 +133,12 @@ def metrics():
     """The Prometheus text format (OpenMetrics when the scraper asks for it)."""
     body, content_type = render(_state().metrics, request.headers.get("Accept"))
     return Response(body, content_type=content_type)
+
+
+@api.get("/openapi.json")
+def openapi():
+    """This API's OpenAPI 3.1 description, as the file ships."""
+    return Response(current_app.extensions[_OPENAPI], content_type="application/json")
 
 
 # --- request parsing ----------------------------------------------------------

@@ -3,7 +3,7 @@
 ::
 
     python -m order.backup save DIR --config config.toml [--replica N]
-    python -m order.backup restore DIR --config config.toml [--force]
+    python -m order.backup restore DIR --config config.toml [--force] [--replica N]
 
 (``./run.sh backup DIR`` and ``./run.sh restore DIR [--force]``.) The order
 log is the one source of truth, so a backup is one replica's log, and a
@@ -38,9 +38,10 @@ changes anything: the manifest, every file's size and sha256, the copy's
 (``[cluster] id``), that no node runs (pid files under ``run/current/`` with
 live processes, and nothing listening on any node's bind address), and that
 the data directory is empty (``--force`` replaces the nodes' files there).
-Then every replica of config.toml gets the log as its own (its node name;
-hard state: the backup's last term, no vote; not blank; the book and its
-``applied`` as copied), and the catalog's database goes. A refusal says what
+Then every replica of config.toml (or those ``--replica`` names, one per
+host on several hosts) gets the log as its own (its node name; hard state:
+the backup's last term, no vote; not blank; the book and its ``applied`` as
+copied), and the catalog's database goes. A refusal says what
 to do and changes nothing.
 
 The pure parts (choosing the replica, building and checking the manifest,
@@ -577,15 +578,17 @@ def verify(config: configuration.Config, source: Path) -> tuple[dict, LogFacts]:
 
 
 def restore(config: configuration.Config, source: Path, force: bool = False,
-            run_dir: Path | None = RUN_DIR) -> dict:
+            run_dir: Path | None = RUN_DIR, replicas: list[int] | None = None) -> dict:
     """Give every replica of ``config`` the backed-up log and wipe the
     catalog's table, after every check has passed.
 
     :param run_dir: where run.sh keeps pid files (None: look only at the addresses).
+    :param replicas: only these replicas' ids (on several hosts, the one whose host this is).
     :returns: the backup's manifest.
     :raises BackupError: refused or failed, with the data directory as it was.
     """
     source = source.resolve()
+    orders = [config.replica(i) for i in replicas] if replicas else list(config.orders)
     manifest, facts = verify(config, source)
     signs = running(config, run_dir)
     if signs:
@@ -601,18 +604,18 @@ def restore(config: configuration.Config, source: Path, force: bool = False,
     if data.exists() and not data.is_dir():
         raise BackupError(f"{data} ([cluster] data_dir) is a file, not a directory")
     size = manifest["files"][LOG_FILE]["size"]
-    need = size * len(config.orders)
+    need = size * len(orders)
+    free = free_bytes(data)
+    if free is not None and free < need:
+        raise BackupError(f"no space in {data} for the restore: {len(orders)} copies of the log need "
+                          f"{human_bytes(need)} (besides what is there now), the device has {describe_free(free)}")
     try:
         data.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _os_problem(exc, data, "create the data directory") from None
-    free = free_bytes(data)
-    if free is not None and free < need:
-        raise BackupError(f"no space in {data} for the restore: {len(config.orders)} copies of the log need "
-                          f"{human_bytes(need)} (besides what is there now), the device has {describe_free(free)}")
     staged: list[tuple[Path, Path, str]] = []
     try:
-        for r in config.orders:
+        for r in orders:
             temp = data / f".restore-{r.name}.sqlite3"
             staged.append((temp, data / f"{r.name}.sqlite3", r.name))
             shutil.copyfile(source / LOG_FILE, temp)
@@ -635,7 +638,7 @@ def restore(config: configuration.Config, source: Path, force: bool = False,
         raise _os_problem(exc, data, "write the restored logs") from None
     # Everything checked and staged: from here on the data directory changes.
     try:
-        for name in [r.name for r in config.orders] + ["catalog"]:
+        for name in [r.name for r in orders] + ["catalog"]:
             for path in data_files(config, name):
                 path.unlink(missing_ok=True)
         for temp, final, name in staged:
@@ -689,6 +692,9 @@ def main(argv: list[str] | None = None) -> int:
     restore_cmd.add_argument("dir", type=Path, help="the directory `save` wrote")
     restore_cmd.add_argument("--force", action="store_true",
                              help="replace the nodes' files in a data directory that is not empty")
+    restore_cmd.add_argument("--replica", type=int, action="append", metavar="N",
+                             help="restore only replica N (repeatable; default: every replica of the config): on "
+                                  "several hosts, each replica's host restores its own")
     restore_cmd.add_argument("--run-dir", type=Path, default=RUN_DIR,
                              help="where run.sh keeps the nodes' pid files (default: %(default)s)")
     for sub in (save_cmd, restore_cmd):
@@ -705,10 +711,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{manifest['replica']}: {human_bytes(size)} in {time.monotonic() - started:.1f} s to "
                   f"{args.dir.resolve()}")
         else:
-            manifest = restore(config, args.dir, args.force, args.run_dir)
+            manifest = restore(config, args.dir, args.force, args.run_dir, args.replica)
+            names = [config.replica(i).name for i in args.replica] if args.replica else \
+                [r.name for r in config.orders]
             print(f"restored {orders_text(manifest['orders'])} (last transaction {manifest['last_txn']:,}, log index "
                   f"{manifest['last_index']:,}) backed up from {manifest['replica']} at {manifest['created']} "
-                  f"into {', '.join(r.name for r in config.orders)} in {config.data_dir}; the catalog rebuilds "
+                  f"into {', '.join(names)} in {config.data_dir}; the catalog rebuilds "
                   f"its table from the log when it starts. Start the cluster: ./run.sh")
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ and nothing that looks like a backup.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import socket
@@ -33,7 +34,7 @@ from order import backup
 def run_tool(*args: object, timeout: float = 120) -> subprocess.CompletedProcess:
     """``python -m order.backup ...``, as run.sh runs it."""
     return subprocess.run([sys.executable, "-m", "order.backup", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
 
 
 def contents(directory: Path) -> dict[str, str]:
@@ -285,6 +286,14 @@ class TestRestoreReplaces:
         assert not list(case.data.glob(".restore-*"))
 
 
+    def test_on_several_hosts_each_replicas_host_restores_its_own(self, stopped, case, tmp_path):
+        host = tmp_path / "host-2-data"
+        result = run_tool("restore", case.backup, "--config", stopped.config_path, "--data-dir", host,
+                          "--run-dir", case.run_dir, "--replica", 2)
+        assert result.returncode == 0 and "into order-2 in" in result.stdout, result.stderr
+        assert sorted(p.name for p in host.iterdir()) == ["order-2.id", "order-2.sqlite3"]
+
+
 class TestBackupFails:
     """A backup that cannot be made says so in one line and leaves nothing that looks like one."""
 
@@ -304,13 +313,7 @@ class TestBackupFails:
         assert [p.name for p in (tmp_path / "b").iterdir()] == ["x"]
 
     def test_a_full_disk(self, stopped, tmp_path, monkeypatch):
-        disk = tmp_path / "disk"
-        disk.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
-                              text=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a size-limited tmpfs here ({done.stderr.strip() or done.returncode})")
-        try:
+        with small_disk(tmp_path / "disk", "64k") as disk:
             # Told by the free space before it starts...
             result = run_tool("save", disk / "b", "--config", stopped.config_path)
             assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
@@ -321,6 +324,38 @@ class TestBackupFails:
             with pytest.raises(backup.BackupError, match="no space left in .* while copying order-"):
                 backup.save(stopped.config, disk / "b")
             assert not (disk / "b").exists()
-        finally:
-            if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+class TestRestoreOnAFullDisk:
+    """A data directory without room for every replica's copy: refused, or undone, and nothing changed."""
+
+    def test_a_restore_that_does_not_fit_changes_nothing(self, stopped, case, tmp_path, monkeypatch):
+        size = (case.backup / backup.LOG_FILE).stat().st_size
+        with small_disk(tmp_path / "disk", str(2 * size + 64 * 1024)) as data:
+            (data / "notes.txt").write_text("an operator's file\n")
+            before = contents(data)
+            result = run_tool("restore", case.backup, "--config", stopped.config_path, "--data-dir", data,
+                              "--run-dir", case.run_dir, "--force")
+            assert_refused(result, f"no space in {data} for the restore")
+            assert contents(data) == before
+            monkeypatch.setattr(backup, "free_bytes", lambda path: None)  # so that the disk itself says it
+            config = backup.configuration.load(stopped.config_path, [f'cluster.data_dir="{data}"'])
+            with pytest.raises(backup.BackupError, match=f"no space left on the device of {data}") as caught:
+                backup.restore(config, case.backup, force=True, run_dir=case.run_dir)
+            assert not caught.value.changed
+            assert contents(data) == before and not list(data.glob(".restore-*"))
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str):
+    """A tmpfs of ``size`` mounted at ``path`` (the test skips where mounting is refused)."""
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs here ({done.stderr.strip() or done.returncode})")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)

@@ -240,7 +240,7 @@ class Backend:
             trace["fe_sent"] = time.monotonic()
         deadline_ms = int((time.time() + self.timeouts.trade_deadline_ms / 1000) * 1000)
         reply = self._ask_leader(PlaceTrade(request_id, name, quantity, side, deadline_ms=deadline_ms,
-                                            trace=trace is not None), trade=True)
+                                            trace=trace is not None))
         if trace is not None:
             trace["fe_reply"] = time.monotonic()
             trace.update(reply.trace or {})
@@ -252,14 +252,62 @@ class Backend:
         return reply
 
     def order(self, txn: int) -> OrderInfo:
-        """A committed order by transaction number.
+        """A committed order by transaction number: from the leader, or, when
+        it does not answer (an election, a full disk, a hung leader), from any
+        replica that knows the entry is committed (a committed entry never
+        changes). Each replica is asked in turn; only the leader says "no
+        such order" (once it has confirmed it still leads), so an
+        acknowledged trade is never answered "does not exist".
 
         :raises RemoteError: ``order_not_found``.
-        :raises Unavailable: no leader answered in time.
+        :raises Unavailable: no replica could answer in time.
         """
-        return self._ask_leader(GetOrder(txn), trade=False)
+        msg = GetOrder(txn)
+        deadline = time.monotonic() + self.timeouts.trade_deadline_ms / 1000
+        request_s = self.timeouts.request_ms / 1000
+        asked: set[int] = set()  # this round's replicas, each asked once
+        heard = ""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.counters.unavailable += 1
+                raise Unavailable(f"no order replica could answer within {self.timeouts.trade_deadline_ms / 1000:g}s"
+                                  f"{heard}; try again")
+            with self.lock:
+                version = self.tracker.version
+                ring = [r for r in self.tracker.candidates() if r not in asked]  # the leader first, if known
+            if not ring:  # every replica asked: a moment for news of a leader, then another round
+                asked.clear()
+                self._wait_for_news(version, min(LEADER_WAIT_S, remaining))
+                continue
+            target = ring[0]
+            asked.add(target)
+            self.counters.order_calls += 1
+            try:
+                return self.replicas[target].request(msg, min(request_s, remaining),
+                                                     connect_s=min(CONNECT_S, remaining))
+            except NotLeader as exc:  # a replica that does not know the entry committed, or no leader
+                if "(" in exc.message:
+                    heard = f" (last: {exc.message})"
+                with self.lock:
+                    if self.tracker.announce(exc.leader_hint, exc.epoch or 0):
+                        asked.discard(exc.leader_hint)  # news of a leader: it goes next
+            except PeerUnavailable:
+                with self.lock:
+                    self.tracker.failed(target)
+            except RpcTimeout:
+                self.counters.timeouts += 1
+                with self.lock:
+                    self.tracker.failed(target)
+            except RemoteError as exc:
+                if exc.code not in (ErrorCode.UNAVAILABLE, ErrorCode.STORAGE):
+                    raise
+                heard = f" (last: {exc.message})"
+            except RemoteProtocolError as exc:
+                log.warning("bad reply from an order replica", replica=target, error=str(exc))
+            self.counters.retries += 1
 
-    def _ask_leader(self, msg: Message, trade: bool):
+    def _ask_leader(self, msg: PlaceTrade):
         deadline = time.monotonic() + self.timeouts.trade_deadline_ms / 1000
         request_s = self.timeouts.request_ms / 1000
         sent = False
@@ -270,9 +318,9 @@ class Backend:
             if remaining <= 0:
                 self.counters.unavailable += 1
                 what = "the trade may or may not have happened; retry with the same Idempotency-Key" \
-                    if trade and sent else "try again"
+                    if sent else "try again"
                 raise Unavailable(f"no order leader answered within {self.timeouts.trade_deadline_ms / 1000:g}s"
-                                  f"{heard}; {what}", outcome_unknown=trade and sent)
+                                  f"{heard}; {what}", outcome_unknown=sent)
             with self.lock:
                 version = self.tracker.version
                 candidates = self.tracker.candidates()

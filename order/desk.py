@@ -150,7 +150,7 @@ class Desk:
     def get_order(self, ref: Any, msg: GetOrder, now: float) -> list:
         entry = self.log.by_txn(msg.txn)
         if entry is not None and entry.index <= self.raft.commit:
-            return [ToClient(ref, self._order(entry))]
+            return [ToClient(ref, order_info(entry))]
         if len(self.reads) >= READS_MAX:
             return [ToClient(ref, Error(ErrorCode.UNAVAILABLE, "too many reads in flight, retry later"))]
         # "No such order" needs proof that we still lead and our log is current.
@@ -249,10 +249,6 @@ class Desk:
         return TradeDone(txn=t.txn, name=t.name, quantity=t.quantity, side=t.side, index=entry.index,
                          stock=None if stock is None else stock.info(self.book.applied))
 
-    def _order(self, entry: LogEntry) -> OrderInfo:
-        t = entry.trade
-        return OrderInfo(txn=t.txn, name=t.name, quantity=t.quantity, side=t.side)
-
     def _answer_reads(self, out: list) -> None:
         if not self.reads or not self.ready:
             return
@@ -261,9 +257,15 @@ class Desk:
             read_probe, ref, txn = read
             entry = self.log.by_txn(txn)
             if entry is not None and entry.index <= self.raft.commit:
-                out.append(ToClient(ref, self._order(entry)))
+                out.append(ToClient(ref, order_info(entry)))
             elif read_probe > self.confirmed_probe or entry is not None:
                 keep.append(read)  # not yet proven, or logged and about to commit
             else:
                 out.append(ToClient(ref, Error(ErrorCode.ORDER_NOT_FOUND, "Order number does not exist")))
         self.reads = keep
+
+
+def order_info(entry: LogEntry) -> OrderInfo:
+    """The answer to an order read: a committed trade entry's order."""
+    t = entry.trade
+    return OrderInfo(txn=t.txn, name=t.name, quantity=t.quantity, side=t.side)

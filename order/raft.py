@@ -299,9 +299,24 @@ class Raft:
         should), and neither vote nor campaign until it writes again."""
         out: list = []
         self.storage_ok = False
+        if self.role is Role.LEADER:
+            self._tell_commit(out)
         if self.role is not Role.FOLLOWER:
             self._become_follower(self.term, None, now, out)
         return out
+
+    def _tell_commit(self, out: list) -> None:
+        """Tell every follower the commit index, up to what it is known to
+        hold, in an append without entries (nothing for it to write): a
+        leader that is about to step down leaves the followers knowing what
+        committed, so they can answer order reads of it while no leader can
+        be elected."""
+        for peer in self.peers:
+            prev = self.match_index[peer]
+            out.append(SendPeer(peer, AppendEntries(
+                term=self.term, leader=self.me, prev_index=prev, prev_term=self.log.term_at(prev) or 0,
+                entries=[], commit=self.commit, probe=self.probe,
+            )))
 
     def storage_recovered(self, now: float) -> list:
         self.storage_ok = True
@@ -639,7 +654,7 @@ class Raft:
             self.log.append(new, truncate_from)
         self.durable = self.log.last_index()
         match = m.prev_index + len(m.entries)
-        if m.commit > self.commit:
+        if min(m.commit, match) > self.commit:  # (an append from behind what we hold never lowers it)
             self.commit = min(m.commit, match)
             out.append(Committed(self.commit))
         if self.blank and match >= m.commit:

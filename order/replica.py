@@ -12,8 +12,10 @@ Everything else is consumed here.
 Every replica, leader or not, keeps its *book*: the fold of its committed
 log (:mod:`common.book`), advanced the moment Raft says more has committed,
 and written with the log's next write. From it any replica answers a
-lookup; and any replica serves the catalog committed entries
-(:class:`Feed`), so a catalog can rebuild itself from whichever is up.
+lookup; any replica serves the catalog committed entries
+(:class:`Feed`), so a catalog can rebuild itself from whichever is up; and
+any replica answers an order read of an entry it knows is committed, so
+order reads go on without a leader.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from common.protocol import (
     StockRow, trade_problem,
 )
 
-from .desk import Desk, ToClient
+from .desk import Desk, ToClient, order_info
 from .log import LogStore
 from .raft import BecameLeader, Committed, Flush, Raft, ReadConfirmed, SteppedDown, Timing
 
@@ -141,7 +143,7 @@ class Replica:
             if msg.txn < 0:
                 return [ToClient(ref, Error(ErrorCode.BAD_REQUEST, "txn must not be negative"))]
             if not self.raft.is_leader():
-                return [ToClient(ref, self.not_leader())]
+                return [ToClient(ref, self.committed_order(msg.txn))]
             return self._route(self.desk.get_order(ref, msg, now), now)
         if isinstance(msg, Lookup):
             return [ToClient(ref, self.lookup(msg))]
@@ -190,6 +192,16 @@ class Replica:
         if stock is None:
             return Error(ErrorCode.STOCK_NOT_FOUND, "stock not found")
         return stock.info(book.applied)
+
+    def committed_order(self, txn: int) -> Message:
+        """An order read at a replica that does not lead: a committed entry
+        never changes, so one this replica knows is committed is answered
+        here; anything else is for the leader (only it may say "no such
+        order", once it has confirmed it still leads)."""
+        entry = self.log.by_txn(txn)
+        if entry is not None and entry.trade is not None and entry.index <= self.raft.commit:
+            return order_info(entry)
+        return self.not_leader()
 
     def next_deadline(self) -> float:
         times = [t for t in (self.desk.next_deadline(), self.feed.next_deadline()) if t is not None]

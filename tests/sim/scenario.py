@@ -22,6 +22,8 @@ def run(seed: int, duration: float = 3.0, trades: int = 60, trace: bool = False,
         name, qty, side = rng.choice(names), rng.randint(1, 30), rng.choice(("buy", "sell"))
         retry = rng.random() < 0.8
         world._schedule(at, "call", lambda r=rid, n=name, q=qty, s=side, y=retry: world.place(r, n, q, s, y))
+    for _ in range(trades):  # order reads of acknowledged trades, at any replica
+        world._schedule(rng.uniform(0.3, duration + 0.5), "call", world.read_order)
     t = 0.4
     while t < duration:
         kind = rng.choice(("crash", "crash_leader", "cut", "cut_catalog", "isolate_leader", "crash_catalog",

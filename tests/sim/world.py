@@ -33,7 +33,8 @@ from catalog.projection import MemoryCatalogStore, Projection, Publish, Reply, T
 from common.book import Book, Stock
 from common.errors import BrokenFold
 from common.protocol import (
-    CommittedEntries, Error, ErrorCode, LeaderAnnouncement, Message, PlaceTrade, StockRow, TradeDone,
+    CommittedEntries, Error, ErrorCode, GetOrder, LeaderAnnouncement, Message, OrderInfo, PlaceTrade, StockRow,
+    TradeDone,
 )
 from frontend.leader import LeaderTracker
 from harness.checker import FinalState, judge
@@ -114,6 +115,8 @@ class World:
         self.catalog_paused_until = 0.0
         self.cut: set[frozenset] = set()
         self.ops: dict[str, Op] = {}
+        self.reads: dict[str, Op] = {}  # an order read's reply address -> the acknowledged trade it reads
+        self.read_answers = 0  # order reads answered with the order (by a leader or a follower)
         self.leaders: dict[int, int] = {}  # term -> leader id (election safety)
         self.committed: dict[int, Any] = {}  # index -> entry, once committed anywhere
         self.folds: list[dict[str, Stock]] = [{}]  # the fold of the committed log at index k
@@ -307,6 +310,8 @@ class World:
         elif dst == "bus":
             if isinstance(msg, LeaderAnnouncement):
                 self.tracker.announce(msg.leader, msg.epoch)
+        elif dst in self.reads:
+            self._read_reply(dst, src, msg)
         elif isinstance(dst, str):  # a client request id
             self._client_reply(dst, src, msg)
         else:
@@ -349,6 +354,27 @@ class World:
             self._schedule(self.now + 0.2, "call", lambda: self._attempt(op))
         else:
             op.status = "unknown"
+
+    def read_order(self) -> None:
+        """A client reads an acknowledged trade back, from any replica (a
+        follower answers what it knows is committed, and sends the rest to
+        the leader)."""
+        acked = sorted((op for op in self.ops.values() if op.status == "ok"), key=lambda op: op.request_id)
+        if not acked:
+            return
+        op = self.rng.choice(acked)
+        ref = f"read-{len(self.reads)}"
+        self.reads[ref] = op
+        self.send(ref, self.rng.choice(self.ids), GetOrder(op.txn))
+
+    def _read_reply(self, ref: str, src: int, msg: Message) -> None:
+        op = self.reads[ref]
+        if isinstance(msg, OrderInfo):
+            if (msg.txn, msg.name, msg.quantity, msg.side) != (op.txn, op.name, op.quantity, op.side):
+                raise Violation(f"replica {src} answered order {op.txn} ({op.request_id}) with {msg}")
+            self.read_answers += 1
+        elif isinstance(msg, Error) and msg.code not in (ErrorCode.NOT_LEADER, ErrorCode.UNAVAILABLE):
+            raise Violation(f"replica {src} answered a read of acknowledged order {op.txn} with {msg.code}")
 
     def _client_reply(self, request_id: str, src: int, msg: Message) -> None:
         op = self.ops.get(request_id)

@@ -18,6 +18,8 @@ What the server adds to ``WSGIServer``:
   line or header, a request line over :data:`MAX_REQUEST_LINE` bytes, more
   than :data:`MAX_HEADERS` headers) gets the API's error shape
   ``{"error": {"code": ..., "message": ...}}``, not a bare status line;
+* a connection whose chunked body broke off is closed after its answer
+  (pywsgi would read what follows as the next request, and answer it too);
 * :meth:`FrontendServer.stop` (SIGTERM, Ctrl-C) stops accepting, closes the
   connections that wait idle for their next request, lets every request in
   flight finish and be answered (up to :data:`STOP_S`), then closes.
@@ -88,6 +90,13 @@ class Handler(WSGIHandler):
         if result is True and self.server.stopping:
             return None  # answered; the connection closes
         return result
+
+    def handle_one_response(self):
+        super().handle_one_response()
+        if getattr(self.wsgi_input, "_chunked_input_error", False):
+            # The application read a broken chunked body and answered it; where the
+            # next request would begin is unknown, so none is read: the connection closes.
+            self.close_connection = True
 
     def read_request(self, raw_requestline):
         if len(raw_requestline) > MAX_REQUEST_LINE:

@@ -35,8 +35,9 @@ from typing import Any
 
 import zmq
 
+from common import codec, security
 from common import config as configuration
-from common import security
+from common.protocol import Lookup, StockInfo
 from common.sockets import CurveClient, apply_curve
 
 from .process import ROOT, Process, Timeout, wait_until
@@ -423,9 +424,23 @@ class Cluster:
         return target
 
     def wait_lookups(self, stock: str = "FishCo", timeout: float = 10) -> None:
-        """Until the catalog answers lookups: a started catalog answers
-        ``behind`` until it has folded the log up to the commit it knows of."""
-        wait_until(lambda: self.api.get(f"/stocks/{stock}").status == 200, timeout, "the catalog to answer lookups")
+        """Until the catalog itself answers a lookup: a started catalog
+        answers ``behind`` until it has folded the log up to the commit it
+        knows of (meanwhile the frontend asks the replicas, so an HTTP
+        lookup would not tell)."""
+        def answered() -> bool:
+            ctx = zmq.Context()
+            sock = self.secure(ctx.socket(zmq.REQ), "catalog")
+            sock.setsockopt(zmq.LINGER, 0)
+            try:
+                sock.connect(self.endpoint("catalog"))
+                sock.send(codec.encode(Lookup(stock)))
+                return bool(sock.poll(500)) and isinstance(codec.decode(sock.recv()), StockInfo)
+            finally:
+                sock.close(linger=0)
+                ctx.term()
+
+        wait_until(answered, timeout, "the catalog to answer lookups")
 
     def catalog_applied(self) -> int:
         """How far the catalog's table folds the log (0 when it has no file yet)."""

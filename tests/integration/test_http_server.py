@@ -59,6 +59,21 @@ def test_a_request_the_server_refuses_itself_gets_the_api_error_shape(shared_clu
     assert shared_cluster.api.get("/stocks/FishCo").status == 200
 
 
+def test_a_broken_chunked_body_gets_one_answer_and_the_connection_closes(shared_cluster):
+    before = shared_cluster.api.get("/stocks/FishCo").data["quantity"]
+    with socket.create_connection(("127.0.0.1", shared_cluster.http_ports[0]), timeout=5) as sock:
+        sock.sendall(b"POST /orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     b"Content-Type: application/json\r\n\r\n5\r\n{\"nam\r\nZZ\r\n")
+        chunks = []
+        while chunk := sock.recv(65536):  # the server closes the connection after its one answer
+            chunks.append(chunk)
+    response = b"".join(chunks)
+    assert response.count(b"HTTP/1.1 ") == 1, response
+    status, _, body = parse(response)
+    assert status == 400 and body["error"]["code"] == 400
+    assert shared_cluster.api.get("/stocks/FishCo").data["quantity"] == before
+
+
 def test_keep_alive_serves_many_requests_on_one_connection(shared_cluster):
     conn = http.client.HTTPConnection("127.0.0.1", shared_cluster.http_ports[0], timeout=5)
     try:

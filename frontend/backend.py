@@ -283,8 +283,11 @@ class Backend:
             target = ring[0]
             asked.add(target)
             self.counters.order_calls += 1
+            def news(version=version) -> bool:  # a leader announced meanwhile: ask it instead of waiting
+                return self.tracker.version != version and self.tracker.leader not in (None, target)
+
             try:
-                return self.replicas[target].request(msg, min(request_s, remaining),
+                return self.replicas[target].request(msg, min(request_s, remaining), cancel=news,
                                                      connect_s=min(CONNECT_S, remaining))
             except NotLeader as exc:  # a replica that does not know the entry committed, or no leader
                 if "(" in exc.message:
@@ -296,9 +299,12 @@ class Backend:
                 with self.lock:
                     self.tracker.failed(target)
             except RpcTimeout:
-                self.counters.timeouts += 1
-                with self.lock:
-                    self.tracker.failed(target)
+                if news():
+                    asked.discard(self.tracker.leader)
+                else:
+                    self.counters.timeouts += 1
+                    with self.lock:
+                        self.tracker.failed(target)
             except RemoteError as exc:
                 if exc.code not in (ErrorCode.UNAVAILABLE, ErrorCode.STORAGE):
                     raise

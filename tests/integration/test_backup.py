@@ -75,7 +75,7 @@ class TestBackupUnderLoadThenLoseEveryDisk:
         # Small steps, and before each one the clients get at least one more trade acknowledged:
         # the source is written between every two steps of the copy (which, without the read
         # transaction pinning its snapshot, would make SQLite start the copy over, step after step).
-        monkeypatch.setattr(backup, "STEP_PAGES", 8)
+        monkeypatch.setattr(backup.database, "STEP_PAGES", 8)
         steps: list[int] = []
 
         def progress(pages: int):
@@ -320,7 +320,7 @@ class TestBackupFails:
             assert "no space for the backup" in result.stderr and str(disk / "b") in result.stderr
             assert not (disk / "b").exists()
             # ... and by the disk itself when it fills up during the copy.
-            monkeypatch.setattr(backup, "free_bytes", lambda path: None)
+            monkeypatch.setattr(backup.saving, "free_bytes", lambda path: None)
             with pytest.raises(backup.BackupError, match="no space left in .* while copying order-"):
                 backup.save(stopped.config, disk / "b")
             assert not (disk / "b").exists()
@@ -338,7 +338,7 @@ class TestRestoreOnAFullDisk:
                               "--run-dir", case.run_dir, "--force")
             assert_refused(result, f"no space in {data} for the restore")
             assert contents(data) == before
-            monkeypatch.setattr(backup, "free_bytes", lambda path: None)  # so that the disk itself says it
+            monkeypatch.setattr(backup.restoring, "free_bytes", lambda path: None)  # so that the disk itself says it
             config = backup.configuration.load(stopped.config_path, [f'cluster.data_dir="{data}"'])
             with pytest.raises(backup.BackupError, match=f"no space left on the device of {data}") as caught:
                 backup.restore(config, case.backup, force=True, run_dir=case.run_dir)

@@ -199,7 +199,7 @@ def test_the_copy_of_a_log_written_all_the_while_is_one_snapshot(tmp_path, monke
     for first in range(2, 8002, 1000):
         log.append(_trades(first, 1000))
     log.close()
-    monkeypatch.setattr(backup, "STEP_PAGES", 4)
+    monkeypatch.setattr(backup.database, "STEP_PAGES", 4)
     asked, appended = threading.Semaphore(0), threading.Semaphore(0)
     done = threading.Event()
 

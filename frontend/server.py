@@ -20,9 +20,14 @@ What the server adds to ``WSGIServer``:
   ``{"error": {"code": ..., "message": ...}}``, not a bare status line;
 * a connection whose chunked body broke off is closed after its answer
   (pywsgi would read what follows as the next request, and answer it too);
+* what the application left unread of a body is read and dropped after the
+  answer (so the connection can serve the next request) within
+  :data:`DISCARD_MAX_BYTES` and :data:`DISCARD_MAX_S`; past either, the
+  connection closes instead (pywsgi alone would read a body of any length);
 * :meth:`FrontendServer.stop` (SIGTERM, Ctrl-C) stops accepting, closes the
   connections that wait idle for their next request, lets every request in
-  flight finish and be answered (up to :data:`STOP_S`), then closes.
+  flight finish and be answered (up to :data:`STOP_S`, each answer saying
+  ``Connection: close``), then closes.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from http import client as http_client
 import gevent
 import gevent.event
 from gevent.pool import Pool
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.pywsgi import Input, WSGIHandler, WSGIServer
 
 from common.errors import ConfigError
 from common.logs import get_logger
@@ -47,6 +52,11 @@ STOP_S = 5.0
 MAX_REQUEST_LINE = 4094
 MAX_HEADERS = 100
 MAX_HEADER_LINE = 8190
+
+# An unread rest of a body is dropped within these bounds, else the connection closes.
+DISCARD_MAX_BYTES = 64 * 1024 * 1024
+DISCARD_MAX_S = 10.0
+DISCARD_CHUNK_BYTES = 256 * 1024
 
 _REASONS = {400: "Bad Request", 414: "URI Too Long", 431: "Request Header Fields Too Large"}
 
@@ -65,6 +75,38 @@ class _Refused(ValueError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class _BoundedInput(Input):
+    """A request body whose unread rest is dropped within bounds
+    (``gave_up`` says the bounds were reached and the rest is still unread)."""
+
+    __slots__ = ("gave_up",)
+
+    def __init__(self, rfile, content_length, socket=None, chunked_input=False) -> None:
+        super().__init__(rfile, content_length, socket=socket, chunked_input=chunked_input)
+        self.gave_up = False
+
+    def _discard(self) -> None:
+        if self._chunked_input_error or not (self.position < (self.content_length or 0) or self.chunked_input):
+            return  # a broken chunked body (the handler closes the connection), or nothing left
+        self.send_100_continue_enabled = False  # the client did not send it: do not invite it now
+        left = DISCARD_MAX_BYTES
+        timer = gevent.Timeout(DISCARD_MAX_S)
+        timer.start()
+        try:
+            while left > 0:
+                chunk = self.read(min(DISCARD_CHUNK_BYTES, left))
+                if not chunk:
+                    return
+                left -= len(chunk)
+            self.gave_up = True
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            self.gave_up = True
+        finally:
+            timer.close()
 
 
 class Handler(WSGIHandler):
@@ -91,11 +133,25 @@ class Handler(WSGIHandler):
             return None  # answered; the connection closes
         return result
 
+    def get_environ(self):
+        environ = super().get_environ()
+        plain = self.wsgi_input
+        if environ.get("wsgi.input") is plain:
+            self.wsgi_input = environ["wsgi.input"] = _BoundedInput(
+                plain.rfile, plain.content_length, socket=plain.socket, chunked_input=plain.chunked_input)
+        return environ
+
+    def start_response(self, status, headers, exc_info=None):
+        if self.server.stopping and not any(name.lower() == "connection" for name, _ in headers):
+            headers = [*headers, ("Connection", "close")]  # the last answer on this connection: say so
+        return super().start_response(status, headers, exc_info)
+
     def handle_one_response(self):
         super().handle_one_response()
-        if getattr(self.wsgi_input, "_chunked_input_error", False):
-            # The application read a broken chunked body and answered it; where the
-            # next request would begin is unknown, so none is read: the connection closes.
+        body = self.wsgi_input
+        if getattr(body, "_chunked_input_error", False) or getattr(body, "gave_up", False):
+            # A broken chunked body (where the next request would begin is unknown), or a
+            # rest too long to drop: no next request is read, the connection closes.
             self.close_connection = True
 
     def read_request(self, raw_requestline):
@@ -164,9 +220,11 @@ def serve(server: FrontendServer, on_stop) -> None:
     import signal
 
     done = gevent.event.Event()
+    begun: list[bool] = []
 
     def stop(*_args) -> None:
-        if not done.is_set():
+        if not begun:  # a second signal changes nothing
+            begun.append(True)
             log.info("stopping: answering the requests in flight", timeout_s=STOP_S)
             gevent.spawn(_stop_and_set, server, done)
 

@@ -13,6 +13,8 @@ import threading
 
 import pytest
 
+from frontend.routes import DISCARD_MAX_BYTES as ROUTE_DISCARD_MAX_BYTES
+from frontend.server import DISCARD_MAX_BYTES as SERVER_DISCARD_MAX_BYTES
 from harness.cluster import Http, wait_until
 
 pytestmark = pytest.mark.slow
@@ -72,6 +74,24 @@ def test_a_broken_chunked_body_gets_one_answer_and_the_connection_closes(shared_
     status, _, body = parse(response)
     assert status == 400 and body["error"]["code"] == 400
     assert shared_cluster.api.get("/stocks/FishCo").data["quantity"] == before
+
+
+def test_a_body_longer_than_the_server_drops_is_cut_off_after_the_answer(shared_cluster):
+    """A client that declares a huge body and keeps sending: the 413 goes out,
+    and the server reads no more than its bounds (64 MiB before the answer,
+    64 MiB after) before it closes the connection."""
+    limit = ROUTE_DISCARD_MAX_BYTES + SERVER_DISCARD_MAX_BYTES
+    chunk = b"\0" * (1024 * 1024)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", shared_cluster.http_ports[0]), timeout=10) as sock:
+        sock.sendall(b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000000000000\r\n\r\n")
+        with pytest.raises(OSError):  # reset or broken pipe: the server stopped reading
+            while sent < 3 * limit:
+                sock.sendall(chunk)
+                sent += len(chunk)
+    assert sent <= limit + 16 * 1024 * 1024  # what the kernel's buffers may hold on top
+    assert shared_cluster.api.get("/stocks/FishCo").status == 200
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(shared_cluster):

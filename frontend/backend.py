@@ -265,7 +265,8 @@ class Backend:
         msg = GetOrder(txn)
         deadline = time.monotonic() + self.timeouts.trade_deadline_ms / 1000
         request_s = self.timeouts.request_ms / 1000
-        asked: set[int] = set()  # this round's replicas, each asked once
+        asked: dict[int, int] = {}  # replica -> the tracker's version when it was asked, this round
+        silent: dict[int, int] = {}  # replica -> the epoch in which it did not answer this call
         heard = ""
         while True:
             remaining = deadline - time.monotonic()
@@ -274,37 +275,39 @@ class Backend:
                 raise Unavailable(f"no order replica could answer within {self.timeouts.trade_deadline_ms / 1000:g}s"
                                   f"{heard}; try again")
             with self.lock:
-                version = self.tracker.version
-                ring = [r for r in self.tracker.candidates() if r not in asked]  # the leader first, if known
+                version, leader = self.tracker.version, self.tracker.leader
+                # Each replica once a round, the leader first; and a leader announced since it was asked, again.
+                ring = [r for r in self.tracker.candidates()
+                        if r not in asked or (r == leader and asked[r] < version and r not in silent)]
             if not ring:  # every replica asked: a moment for news of a leader, then another round
                 asked.clear()
                 self._wait_for_news(version, min(LEADER_WAIT_S, remaining))
                 continue
             target = ring[0]
-            asked.add(target)
-            self.counters.order_calls += 1
-            def news(version=version) -> bool:  # a leader announced meanwhile: ask it instead of waiting
+            asked[target] = version
+
+            def news(version=version, target=target) -> bool:  # a leader announced meanwhile: ask it instead
                 return self.tracker.version != version and self.tracker.leader not in (None, target)
 
+            self.counters.order_calls += 1
             try:
                 return self.replicas[target].request(msg, min(request_s, remaining), cancel=news,
                                                      connect_s=min(CONNECT_S, remaining))
             except NotLeader as exc:  # a replica that does not know the entry committed, or no leader
                 if "(" in exc.message:
                     heard = f" (last: {exc.message})"
-                with self.lock:
-                    if self.tracker.announce(exc.leader_hint, exc.epoch or 0):
-                        asked.discard(exc.leader_hint)  # news of a leader: it goes next
-            except PeerUnavailable:
-                with self.lock:
-                    self.tracker.failed(target)
-            except RpcTimeout:
-                if news():
-                    asked.discard(self.tracker.leader)
-                else:
-                    self.counters.timeouts += 1
+                epoch = exc.epoch or 0
+                if silent.get(exc.leader_hint, -1) < epoch:  # not a hint at a leader that just failed us
                     with self.lock:
-                        self.tracker.failed(target)
+                        self.tracker.announce(exc.leader_hint, epoch)
+            except (PeerUnavailable, RpcTimeout) as exc:
+                if isinstance(exc, RpcTimeout) and news():
+                    continue  # cut short by news of a leader, not silent
+                if isinstance(exc, RpcTimeout):
+                    self.counters.timeouts += 1
+                with self.lock:
+                    silent[target] = self.tracker.epoch
+                    self.tracker.failed(target)
             except RemoteError as exc:
                 if exc.code not in (ErrorCode.UNAVAILABLE, ErrorCode.STORAGE):
                     raise

@@ -14,7 +14,7 @@ import pytest
 import frontend.backend as backend_module
 from common import config as configuration
 from common.errors import NotLeader, PeerUnavailable, RemoteError, RemoteProtocolError, RpcTimeout
-from common.protocol import ErrorCode, Lookup, PlaceTrade, StockInfo, TradeDone
+from common.protocol import ErrorCode, Lookup, OrderInfo, PlaceTrade, StockInfo, TradeDone
 from frontend.backend import CATALOG_REST_S, Backend, Unavailable
 from frontend.leader import LeaderTracker
 
@@ -322,3 +322,42 @@ def test_a_lookup_every_replica_answers_behind_is_asked_again_until_one_catches_
     backend.channels["order-3"].script.append(stock(2))
     assert backend.lookup("FishCo").version == 2
     assert asked(backend) == ["catalog", "order-3", "order-2", "order-1", "order-3"]
+
+
+# --- order reads ----------------------------------------------------------------------
+
+ORDER = OrderInfo(txn=7, name="FishCo", quantity=1, side="buy")
+
+
+def test_an_order_read_goes_to_the_leader_first(backend):
+    backend.tracker.announce(2, 5)
+    backend.channels["order-2"].script = [ORDER]
+    assert backend.order(7) == ORDER
+    assert asked(backend) == ["order-2"]
+
+
+def test_an_order_read_a_hung_leader_does_not_answer_is_answered_by_a_follower(backend):
+    backend.tracker.announce(3, 5)
+    backend.channels["order-3"].script = [RpcTimeout("no reply")] * 5
+    # order-2 does not know the entry committed yet and points at the hung leader; order-1 knows.
+    backend.channels["order-2"].script = [NotLeader("order replica 2 does not lead", leader_hint=3, epoch=5)]
+    backend.channels["order-1"].script = [ORDER]
+    assert backend.order(7) == ORDER
+    assert asked(backend) == ["order-3", "order-2", "order-1"]  # one timeout, not two: the stale hint is not followed
+
+
+def test_an_order_read_with_no_leader_anywhere_asks_every_replica_and_says_try_again(backend):
+    for name in ("order-1", "order-2", "order-3"):
+        backend.channels[name].script = [NotLeader(f"{name} does not lead", None, 5)] * 100
+    with pytest.raises(Unavailable, match="no order replica could answer"):
+        backend.order(7)
+    assert {"order-1", "order-2", "order-3"} <= set(asked(backend))
+
+
+def test_only_a_leaders_not_found_is_an_answer(backend):
+    backend.tracker.announce(1, 5)
+    backend.channels["order-1"].script = [RemoteError(ErrorCode.ORDER_NOT_FOUND, "order not found")]
+    with pytest.raises(RemoteError) as raised:
+        backend.order(99)
+    assert raised.value.code == ErrorCode.ORDER_NOT_FOUND
+    assert asked(backend) == ["order-1"]

@@ -14,8 +14,10 @@ from dataclasses import replace
 
 from catalog.projection import Projection
 from common.book import Book
+from common.protocol import Error, ErrorCode
 from order.desk import NOT_ENOUGH_STOCK, Desk, ToClient
 from order.raft import Raft
+from order.replica import Replica
 
 from .scenario import run
 from .world import Violation, World
@@ -47,6 +49,15 @@ def test_the_simulation_exercises_faults_and_trades():
     statuses = {op.status for op in world.ops.values()}
     assert "ok" in statuses
     assert len(world.leaders) >= 2  # at least one failover happened
+    assert world.read_answers >= 10  # acknowledged orders read back, at followers too
+
+
+def test_a_follower_that_answers_not_found_for_an_order_is_caught(monkeypatch):
+    def not_found(self, txn):
+        return Error(ErrorCode.ORDER_NOT_FOUND, "order not found")
+
+    monkeypatch.setattr(Replica, "committed_order", not_found)
+    assert _first_failing_seed() is not None
 
 
 def _first_failing_seed(limit: int = 200) -> str | None:

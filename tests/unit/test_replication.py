@@ -501,3 +501,46 @@ def test_a_conflict_is_not_taken_for_a_lost_disk_but_a_shorter_log_is():
     # a log shorter than what it acknowledged: it lost data, and counts for nothing until it acknowledges again
     leader.on_peer(AppendReply(term=term, follower=1, success=False, match_index=0, hint=2, last=2), net.now)
     assert leader.raft.match_index[1] == 0
+
+
+def test_a_follower_answers_an_order_it_knows_committed_and_sends_the_rest_to_the_leader():
+    net = elected()
+    net.place(3, "r1")
+    net.advance(0.2)  # a heartbeat tells the followers the commit
+    net.ask(1, "q1", GetOrder(1))
+    assert net.reply("q1") == OrderInfo(txn=1, name="FishCo", quantity=1, side="buy")
+    net.ask(1, "q9", GetOrder(9))  # no such order: only the leader may say so
+    reply = net.reply("q9")
+    assert isinstance(reply, Error) and reply.code == "not_leader" and reply.leader == 3
+    # An entry the follower holds but does not know committed is not answered either.
+    net.down.add(2)
+    net.place(3, "r2")
+    assert net.logs[1].by_request("r2") is not None and net.nodes[1].raft.commit < net.logs[1].by_request("r2").index
+    net.ask(1, "q2", GetOrder(2))
+    assert isinstance(net.reply("q2"), Error) and net.reply("q2").code == "not_leader"
+
+
+def test_a_leader_stepping_down_for_its_disk_first_tells_the_followers_what_committed():
+    net = elected()
+    net.place(3, "r1")  # committed at the leader; the followers learn it only from the next append
+    assert net.reply("r1") is not None
+    index = net.logs[3].by_request("r1").index
+    assert all(net.nodes[i].raft.commit < index for i in (1, 2))
+    net.run(3, net.nodes[3].storage_failed("order-3's disk is full", net.now))
+    assert net.nodes[3].raft.role is Role.FOLLOWER
+    assert all(net.nodes[i].raft.commit >= index for i in (1, 2))
+    net.ask(2, "q1", GetOrder(1))
+    assert net.reply("q1") == OrderInfo(txn=1, name="FishCo", quantity=1, side="buy")
+
+
+def test_an_append_from_behind_what_a_follower_holds_never_lowers_its_commit():
+    net = elected()
+    for k in range(3):
+        net.place(3, f"r{k}")
+    net.advance(0.2)
+    follower = net.nodes[1]
+    commit = follower.raft.commit
+    stale = AppendEntries(term=follower.raft.term, leader=3, prev_index=1, prev_term=net.logs[3].term_at(1),
+                          entries=[], commit=commit + 5, probe=99)
+    follower.on_peer(stale, net.now)
+    assert follower.raft.commit == commit

@@ -170,7 +170,12 @@ class Pacer:
         """A connection thread: take due requests off the queue and send them until closing."""
         conn: Connection | None = None
         try:
-            conn = self.connect()
+            try:
+                conn = self.connect()
+            except BaseException:
+                with self._cond:
+                    self._idle -= 1  # counted idle when started: the dispatcher may start another
+                raise
             while True:
                 with self._cond:
                     while not self._queue and not self._closing:

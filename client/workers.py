@@ -186,7 +186,11 @@ def prepare_open(job: dict[str, Any]) -> Runner:
         warm[0].get(f"/stocks/{rng.choice(job['stocks'])}")
 
     def connect() -> HttpConnection:
-        return HttpConnection(warm.pop() if warm else HttpClient(job["host"], job["port"]))
+        try:
+            http = warm.pop()  # the warm one, for the first thread that asks
+        except IndexError:
+            http = HttpClient(job["host"], job["port"])
+        return HttpConnection(http)
 
     pacer = Pacer(job["planned"], connect, job["max_connections"], give_up_s=job.get("give_up_s", GIVE_UP_S))
 

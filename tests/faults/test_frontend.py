@@ -1,7 +1,8 @@
 """A frontend SIGKILLed with trades in flight: the trades it held are not
 lost and not done twice. A client that got no answer resends with the same
 ``Idempotency-Key`` to another frontend (or the same one, restarted) and
-gets the one outcome the log holds. (A polite stop, SIGTERM, answers every
+gets the one outcome the log holds. Every replica is hung (SIGSTOP) while
+the trades are in flight, so none is answered before the kill. (A polite stop, SIGTERM, answers every
 request in flight first: tests/integration/test_http_server.py.)"""
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ def test_a_frontend_killed_with_trades_in_flight_loses_none_and_doubles_none(clu
     before = first.get("/stocks/BoarCo").data["quantity"]
     done = first.post("/orders", {"name": "BoarCo", "quantity": 1, "type": "buy"}, headers={"Idempotency-Key": "k-0"})
     assert done.status == 200
-    leader = cluster.leader()
     sent_before = cluster.stats()["backend"]["order_calls"]
-    cluster.replica(leader).pause()  # the trades below wait at the hung leader: in flight at the frontend
+    for i in (1, 2, 3):  # every replica hung (no election either): the trades below stay in flight
+        cluster.replica(i).pause()
     replies: dict[int, object] = {}
 
     def trade(k: int) -> None:
@@ -47,7 +48,8 @@ def test_a_frontend_killed_with_trades_in_flight_loses_none_and_doubles_none(clu
     for t in threads:
         t.join(timeout=30)
     assert all(isinstance(r, OSError) for r in replies.values()), replies  # no answer: outcome unknown
-    cluster.replica(leader).resume()
+    for i in (1, 2, 3):
+        cluster.replica(i).resume()
 
     # Each client resends its trade, with its key, to the other frontend: one outcome each.
     def settle(k: int):

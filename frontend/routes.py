@@ -17,7 +17,6 @@ import re
 import time
 import uuid
 
-import gevent
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
@@ -35,11 +34,6 @@ api = Blueprint("api", __name__)
 MAX_TXN = 2**63 - 1
 _KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_REQUEST_ID_LENGTH)
 _DIGITS = re.compile(r"[0-9]{1,19}")
-# An oversized body is read and dropped before the 413 goes out (_discard_body),
-# within these bounds.
-DISCARD_MAX_BYTES = 64 * 1024 * 1024
-DISCARD_MAX_S = 10.0
-DISCARD_CHUNK_BYTES = 256 * 1024
 # Where the application keeps frontend/openapi.json's bytes (read once, at registration).
 _OPENAPI = "bazaar.openapi"
 
@@ -197,8 +191,8 @@ def on_unavailable(exc: Unavailable):
 
 @api.app_errorhandler(HTTPException)
 def on_http_error(exc: HTTPException):
-    if exc.code == 413:
-        _discard_body(request.environ)
+    # A 413 is decided from the headers; the server reads and drops the body after
+    # the answer (frontend/server.py), so a client still sending gets it, not a reset.
     messages = {
         404: f"no such endpoint: {request.method} {request.path}",
         405: f"method {request.method} is not allowed on {request.path}",
@@ -208,30 +202,6 @@ def on_http_error(exc: HTTPException):
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         response.headers["Allow"] = ", ".join(exc.valid_methods)  # RFC 9110: a 405 lists what is allowed
     return response, status
-
-
-def _discard_body(environ: dict) -> None:
-    """Read and drop an oversized body before answering it.
-
-    The 413 is decided from the headers alone. Closing the connection with the
-    body still unread makes the kernel reset it, and a client still sending
-    then sees ``Connection reset by peer`` instead of the answer. So the body
-    is read to its end first, up to :data:`DISCARD_MAX_BYTES` and
-    :data:`DISCARD_MAX_S`; past either bound the connection is closed anyway.
-    """
-    stream = environ.get("wsgi.input")
-    if stream is None:
-        return
-    left = DISCARD_MAX_BYTES
-    with gevent.Timeout(DISCARD_MAX_S, False):
-        while left > 0:
-            try:
-                chunk = stream.read(min(DISCARD_CHUNK_BYTES, left))
-            except (OSError, ValueError):
-                return
-            if not chunk:
-                return
-            left -= len(chunk)
 
 
 @api.app_errorhandler(Exception)

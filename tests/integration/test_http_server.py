@@ -13,7 +13,6 @@ import threading
 
 import pytest
 
-from frontend.routes import DISCARD_MAX_BYTES as ROUTE_DISCARD_MAX_BYTES
 from frontend.server import DISCARD_MAX_BYTES as SERVER_DISCARD_MAX_BYTES
 from harness.cluster import Http, wait_until
 
@@ -78,9 +77,9 @@ def test_a_broken_chunked_body_gets_one_answer_and_the_connection_closes(shared_
 
 def test_a_body_longer_than_the_server_drops_is_cut_off_after_the_answer(shared_cluster):
     """A client that declares a huge body and keeps sending: the 413 goes out,
-    and the server reads no more than its bounds (64 MiB before the answer,
-    64 MiB after) before it closes the connection."""
-    limit = ROUTE_DISCARD_MAX_BYTES + SERVER_DISCARD_MAX_BYTES
+    and the server reads no more than its bound (64 MiB) after the answer
+    before it closes the connection."""
+    limit = SERVER_DISCARD_MAX_BYTES
     chunk = b"\0" * (1024 * 1024)
     sent = 0
     with socket.create_connection(("127.0.0.1", shared_cluster.http_ports[0]), timeout=10) as sock:
